@@ -1,0 +1,171 @@
+//! The error type of every fallible s3db operation.
+
+use std::fmt;
+
+/// Result alias used across s3db.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in s3db.
+///
+/// Variants carry what a user needs to fix the problem: the key that was refused and why, the part
+/// of a connection string that is malformed, the store operation that failed and whether retrying
+/// it may help.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object (or record) does not exist.
+    #[error("not found: {key}")]
+    NotFound {
+        /// Full key (below the database prefix) that was looked up.
+        key: String,
+    },
+
+    /// A conditional create found an object already there.
+    #[error("already exists: {key}")]
+    AlreadyExists {
+        /// Key that already exists.
+        key: String,
+    },
+
+    /// A conditional update found a different version than the one it was based on (or no object
+    /// at all): someone else wrote in between. Re-read and retry.
+    #[error("precondition failed (the object changed or is gone): {key}")]
+    PreconditionFailed {
+        /// Key whose version did not match.
+        key: String,
+    },
+
+    /// A key or key part was refused before any request was made.
+    #[error("bad key {key:?}: {reason}")]
+    BadKey {
+        /// The offending key or key part.
+        key: String,
+        /// What is wrong with it.
+        reason: KeyProblem,
+    },
+
+    /// User metadata that S3 would not store as given.
+    #[error("bad metadata entry {name:?}: {reason}")]
+    BadMetadata {
+        /// Metadata key.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// User metadata is larger than S3's 2 KB limit (UTF-8 bytes of keys and values).
+    #[error("metadata is {size} bytes, over the {limit}-byte limit of S3 user metadata")]
+    MetadataLimit {
+        /// Size as S3 counts it.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// The connection string could not be understood.
+    #[error(transparent)]
+    BadConnectionString(#[from] ConnectionStringError),
+
+    /// The object store failed.
+    #[error("storage error during {operation} of {key:?} ({}): {source}", if *.transient { "transient, may be retried" } else { "permanent" })]
+    Storage {
+        /// Operation that failed (`put`, `get`, `list`, …).
+        operation: &'static str,
+        /// Key involved, or the listed prefix.
+        key: String,
+        /// Whether the failure is likely to go away on retry (network, 5xx, throttling).
+        transient: bool,
+        /// Underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same operation may succeed (a transient storage failure).
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage {
+                transient: true,
+                ..
+            }
+        )
+    }
+
+    /// Whether this is [`Error::NotFound`].
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// Whether this is a lost race of a conditional write ([`Error::PreconditionFailed`] or
+    /// [`Error::AlreadyExists`]).
+    #[must_use]
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Error::PreconditionFailed { .. } | Error::AlreadyExists { .. }
+        )
+    }
+}
+
+/// Why a key was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// An empty key part.
+    Empty,
+    /// A key part containing `/` (it would create a new path level).
+    ContainsSlash,
+    /// A key part containing `..` or equal to `.`.
+    DotSegment,
+    /// A key part containing a control character.
+    ControlCharacter,
+    /// The full key, with the database prefix, is longer than S3's 1024 bytes.
+    TooLong {
+        /// Length in bytes of the full key.
+        len: usize,
+    },
+    /// Refused by the object store's path rules for another reason.
+    Invalid(String),
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyProblem::Empty => f.write_str("key parts must not be empty"),
+            KeyProblem::ContainsSlash => f.write_str("key parts must not contain '/'"),
+            KeyProblem::DotSegment => f.write_str("key parts must not contain '..' or be '.'"),
+            KeyProblem::ControlCharacter => {
+                f.write_str("key parts must not contain control characters")
+            }
+            KeyProblem::TooLong { len } => write!(
+                f,
+                "the full key is {len} bytes, over S3's limit of {} bytes",
+                crate::key::MAX_KEY_BYTES
+            ),
+            KeyProblem::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A malformed connection string: which part is wrong and why. Never contains credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad connection string ({part}): {reason}")]
+pub struct ConnectionStringError {
+    /// The part that is wrong: `scheme`, `credentials`, `bucket`, `host`, `path`, `query`, …
+    pub part: &'static str,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+impl ConnectionStringError {
+    pub(crate) fn new(part: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            part,
+            reason: reason.into(),
+        }
+    }
+}
