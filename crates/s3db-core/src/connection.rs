@@ -180,6 +180,50 @@ impl ConnectionString {
         &self.prefix
     }
 
+    /// The connection string with its credentials, for handing to another process of your own.
+    /// Never log it: this is the one rendering that shows secrets.
+    #[must_use]
+    pub fn to_string_with_secrets(&self) -> String {
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", percent_encode(&self.prefix, false))
+        };
+        match &self.backend {
+            Backend::Memory { bucket } => format!("memory://{bucket}{prefix}"),
+            Backend::File { root, fsync } => format!(
+                "file://{}{}",
+                percent_encode(&root.to_string_lossy(), false),
+                if *fsync { "?fsync=true" } else { "" }
+            ),
+            Backend::S3(cfg) => {
+                let creds = cfg.credentials.as_ref().map_or_else(String::new, |c| {
+                    format!(
+                        "{}:{}@",
+                        percent_encode(c.access_key_id.expose(), true),
+                        percent_encode(c.secret_access_key.expose(), true)
+                    )
+                });
+                let mut query: Vec<String> =
+                    vec![format!("region={}", percent_encode(&cfg.region, true))];
+                query.extend(
+                    cfg.options.iter().map(|(k, v)| {
+                        format!("{}={}", k.as_ref(), percent_encode(v.expose(), true))
+                    }),
+                );
+                let query = query.join("&");
+                match &cfg.endpoint {
+                    Some(endpoint) => {
+                        let (scheme, host) =
+                            endpoint.split_once("://").unwrap_or(("http", endpoint));
+                        format!("{scheme}://{creds}{host}/{}{prefix}?{query}", cfg.bucket)
+                    }
+                    None => format!("s3://{creds}{}{prefix}?{query}", cfg.bucket),
+                }
+            }
+        }
+    }
+
     /// The same connection with another key prefix.
     ///
     /// # Errors
@@ -366,7 +410,10 @@ fn apply_s3_query(cfg: &mut S3Config, query: Option<&str>) -> ParseResult<()> {
                     "the bucket is given in the location, not as an option",
                 ));
             }
-            other => cfg.options.push((other, SecretString::new(value))),
+            other => {
+                cfg.options.retain(|(k, _)| *k != other);
+                cfg.options.push((other, SecretString::new(value)));
+            }
         }
     }
     Ok(())
@@ -521,6 +568,23 @@ fn parse_bool(name: &str, value: &str) -> ParseResult<bool> {
     }
 }
 
+/// Percent-encodes what the parser would read specially (`%`, `?`, `&`, `#`, control characters
+/// and, with `strict` for credentials and values, also `/`, `:`, `@`, `=`, `+` and space).
+fn percent_encode(s: &str, strict: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let special = matches!(c, '%' | '?' | '&' | '#')
+            || c.is_ascii_control()
+            || (strict && matches!(c, '/' | ':' | '@' | '=' | '+' | ' '));
+        if special {
+            out.push_str(&format!("%{:02X}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn percent_decode(s: &str, part: &'static str) -> ParseResult<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -578,6 +642,7 @@ mod tests {
         assert_eq!(c.prefix(), "run-1/sub");
         assert_eq!(c.to_string(), "memory://bench/run-1/sub");
         assert_eq!(parse("memory://b").prefix(), "");
+        assert_eq!(parse(&c.to_string_with_secrets()), c);
         assert_eq!(part_of_error("memory://"), "bucket");
         assert_eq!(part_of_error("memory://b/../x"), "prefix");
         assert_eq!(part_of_error("memory://b?x=1"), "query");
@@ -601,6 +666,17 @@ mod tests {
                 fsync: true
             }
         );
+        assert_eq!(parse(&c.to_string_with_secrets()), c);
+        let c = parse("file:///tmp/é?fsync=1");
+        assert_eq!(
+            c.backend(),
+            &Backend::File {
+                root: "/tmp/é".into(),
+                fsync: true
+            }
+        );
+        let c = ConnectionString::file("/tmp/50%?odd");
+        assert_eq!(parse(&c.to_string_with_secrets()), c);
         let c = parse("file://data%20dir");
         assert_eq!(
             c.backend(),
@@ -635,6 +711,9 @@ mod tests {
             "{shown}"
         );
         assert_eq!(c.to_string(), "s3://***:***@my-bucket/db/app");
+        assert_eq!(parse(&c.to_string_with_secrets()), c);
+        let c = parse("s3://a%2Bb:c%3Ad%40e@bucket/x%25y?region=eu-west-1&conditional_put=etag");
+        assert_eq!(parse(&c.to_string_with_secrets()), c);
 
         let c = parse("s3://bucket-without-creds");
         let Backend::S3(cfg) = c.backend() else {
@@ -661,6 +740,8 @@ mod tests {
         assert_eq!(cfg.bucket, "s3db-test");
         assert_eq!(c.prefix(), "t1");
         assert_eq!(c.to_string(), "http://***:***@127.0.0.1:5000/s3db-test/t1");
+        let again = parse(&c.to_string_with_secrets());
+        assert_eq!(again, c);
         assert!(!format!("{c:?}").contains("test:test"));
         assert_eq!(part_of_error("http://k:s@127.0.0.1:5000"), "bucket");
         assert_eq!(part_of_error("http://k:s@127.0.0.1:port/bucket"), "host");

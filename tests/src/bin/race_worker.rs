@@ -1,0 +1,34 @@
+//! A worker process for multi-process race tests.
+//!
+//! `race_worker counter <connection string> <key> <rounds>`: increments the counter at `key`
+//! `rounds` times with read-increment-conditional-write, then exits 0 (or 1 on error).
+
+use s3db_core::testing::conformance::increment_counter;
+use s3db_core::{Key, Store};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("race_worker: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [mode, conn, key, rounds] if mode == "counter" => {
+            let store = Store::open(conn.as_str())?;
+            let key = Key::parse(key)?;
+            let rounds: usize = rounds.parse()?;
+            for _ in 0..rounds {
+                increment_counter(&store, &key).await?;
+            }
+            Ok(())
+        }
+        _ => Err("usage: race_worker counter <connection string> <key> <rounds>".into()),
+    }
+}
