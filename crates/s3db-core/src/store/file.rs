@@ -424,10 +424,10 @@ impl Inner {
                 };
                 let base = prefix.cloned().unwrap_or_default();
                 common_prefixes.push(base.join(real.as_str()));
-            } else if name.ends_with(OBJECT_SUFFIX) {
-                if let Some(meta) = object_meta(&entry.path()).map_err(at)? {
-                    objects.push(meta?);
-                }
+            } else if name.ends_with(OBJECT_SUFFIX)
+                && let Some(meta) = object_meta(&entry.path()).map_err(at)?
+            {
+                objects.push(meta?);
             }
         }
         objects.sort_by(|a, b| a.location.cmp(&b.location));
@@ -451,10 +451,10 @@ fn walk(dir: &FsPath, out: &mut Vec<ObjectMeta>) -> io::Result<()> {
         let file_type = entry.file_type()?;
         if file_type.is_dir() {
             walk(&entry.path(), out)?;
-        } else if entry.file_name().to_string_lossy().ends_with(OBJECT_SUFFIX) {
-            if let Some(meta) = object_meta(&entry.path())? {
-                out.push(meta.map_err(io::Error::other)?);
-            }
+        } else if entry.file_name().to_string_lossy().ends_with(OBJECT_SUFFIX)
+            && let Some(meta) = object_meta(&entry.path())?
+        {
+            out.push(meta.map_err(io::Error::other)?);
         }
     }
     Ok(())
