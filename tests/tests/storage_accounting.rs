@@ -15,11 +15,13 @@ async fn scripted_workload(t: TestStore) {
     let store = &t.store;
     let seen: Arc<Mutex<Vec<RequestEvent>>> = Arc::default();
     let sink = Arc::clone(&seen);
-    let id = store.accounting().observe(Arc::new(move |e: &RequestEvent| {
-        if let Ok(mut events) = sink.lock() {
-            events.push(e.clone());
-        }
-    }));
+    let id = store
+        .accounting()
+        .observe(Arc::new(move |e: &RequestEvent| {
+            if let Ok(mut events) = sink.lock() {
+                events.push(e.clone());
+            }
+        }));
     let before = store.requests();
     let meta = Metadata::new().with("a", "1");
     let run = async {
@@ -36,7 +38,8 @@ async fn scripted_workload(t: TestStore) {
         store.delete(&key("w/never")).await?; // DELETE (missing, still a request)
         Ok::<(), s3db_core::Error>(())
     };
-    run.await.unwrap_or_else(|e| panic!("workload on {}: {e}", t.conn));
+    run.await
+        .unwrap_or_else(|e| panic!("workload on {}: {e}", t.conn));
     let stats = store.requests().since(&before);
     let expected = [
         (RequestKind::Put, 3),
@@ -48,7 +51,12 @@ async fn scripted_workload(t: TestStore) {
         (RequestKind::Post, 0),
     ];
     for (kind, n) in expected {
-        assert_eq!(stats.count(kind), n, "{kind} requests on {}: {stats}", t.conn);
+        assert_eq!(
+            stats.count(kind),
+            n,
+            "{kind} requests on {}: {stats}",
+            t.conn
+        );
     }
     assert_eq!(stats.total(), 10);
     assert_eq!(stats.bytes_sent, 9);
@@ -68,8 +76,15 @@ async fn scripted_workload(t: TestStore) {
     assert_eq!(first.bytes_sent, 5);
 
     assert!(store.accounting().unobserve(id));
-    store.head(&key("w/2")).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(seen.lock().map(|e| e.len()).unwrap_or_default(), 10, "removed observer sees nothing");
+    store
+        .head(&key("w/2"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        seen.lock().map(|e| e.len()).unwrap_or_default(),
+        10,
+        "removed observer sees nothing"
+    );
 }
 
 #[tokio::test]
@@ -84,7 +99,9 @@ async fn file_counts_exactly() {
 
 #[tokio::test]
 async fn s3_counts_exactly() {
-    let Some(t) = TestStore::s3("accounting") else { return };
+    let Some(t) = TestStore::s3("accounting") else {
+        return;
+    };
     scripted_workload(t).await;
 }
 
@@ -95,15 +112,38 @@ async fn list_pages_are_counted_per_thousand_keys() {
     let meta = Metadata::new();
     for i in 0..2_001 {
         t.store
-            .put(&prefix.join(&format!("k{i:05}")).unwrap_or_else(|e| panic!("{e}")), &meta, bytes::Bytes::new())
+            .put(
+                &prefix
+                    .join(&format!("k{i:05}"))
+                    .unwrap_or_else(|e| panic!("{e}")),
+                &meta,
+                bytes::Bytes::new(),
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
     let before = t.store.requests();
-    assert_eq!(t.store.list_keys(Some(&prefix)).await.map(|k| k.len()).unwrap_or(0), 2_001);
-    assert_eq!(t.store.requests().since(&before).count(RequestKind::List), 3);
+    assert_eq!(
+        t.store
+            .list_keys(Some(&prefix))
+            .await
+            .map(|k| k.len())
+            .unwrap_or(0),
+        2_001
+    );
+    assert_eq!(
+        t.store.requests().since(&before).count(RequestKind::List),
+        3
+    );
     let before = t.store.requests();
-    let page = t.store.list_page(Some(&prefix), None, 10).await.unwrap_or_else(|e| panic!("{e}"));
+    let page = t
+        .store
+        .list_page(Some(&prefix), None, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.entries.len(), 10);
-    assert_eq!(t.store.requests().since(&before).count(RequestKind::List), 1);
+    assert_eq!(
+        t.store.requests().since(&before).count(RequestKind::List),
+        1
+    );
 }

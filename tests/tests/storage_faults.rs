@@ -45,7 +45,10 @@ async fn failed_put_is_transient_and_writes_nothing() {
         .err()
         .unwrap_or_else(|| panic!("the 2nd PUT must fail"));
     assert!(err.is_transient(), "{err}");
-    let Error::Storage { operation, source, .. } = &err else {
+    let Error::Storage {
+        operation, source, ..
+    } = &err
+    else {
         panic!("expected a storage error, got {err:?}")
     };
     assert_eq!(*operation, "put");
@@ -70,12 +73,18 @@ async fn lost_answer_means_the_write_happened() {
     let (store, _) = faulty_store(plan);
     let k = key("lost/answer");
     let result = store.create(&k, &Metadata::new(), "v1".into()).await;
-    assert!(result.as_ref().is_err_and(Error::is_transient), "{result:?}");
+    assert!(
+        result.as_ref().is_err_and(Error::is_transient),
+        "{result:?}"
+    );
     // The object is there although the caller saw an error; a retried create now conflicts.
     let object = store.get(&k).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(object.body, "v1");
     let retried = store.create(&k, &Metadata::new(), "v1".into()).await;
-    assert!(matches!(retried, Err(Error::AlreadyExists { .. })), "{retried:?}");
+    assert!(
+        matches!(retried, Err(Error::AlreadyExists { .. })),
+        "{retried:?}"
+    );
 }
 
 #[tokio::test]
@@ -91,7 +100,10 @@ async fn failed_list_and_get_are_reported() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(store.list_keys(None).await.is_err_and(|e| e.is_transient()));
-    assert_eq!(store.list_keys(None).await.unwrap_or_default(), vec![k.clone()]);
+    assert_eq!(
+        store.list_keys(None).await.unwrap_or_default(),
+        vec![k.clone()]
+    );
     assert!(store.get(&k).await.is_err_and(|e| e.is_transient()));
     assert!(store.get(&k).await.is_ok());
     assert!(store.delete(&k).await.is_err_and(|e| e.is_transient()));
@@ -108,7 +120,11 @@ async fn counter_race_survives_transient_failures() {
     counter_race(&store, 8, 25)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(faults.injected() > 20, "faults were injected: {}", faults.injected());
+    assert!(
+        faults.injected() > 20,
+        "faults were injected: {}",
+        faults.injected()
+    );
     assert_eq!(
         read_counter(&store, &key("counters/race"))
             .await
@@ -133,7 +149,12 @@ async fn file_store_faults_compose_too() {
     // Decorators wrap any backend: the same plan on a local folder.
     let t = TestStore::file("faults_file");
     let store = Store::builder(t.conn.clone())
-        .layer(|inner| Arc::new(FaultyStore::new(inner, FaultPlan::new().fail_nth(RequestKind::Head, 1))))
+        .layer(|inner| {
+            Arc::new(FaultyStore::new(
+                inner,
+                FaultPlan::new().fail_nth(RequestKind::Head, 1),
+            ))
+        })
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let k = key("f/1");

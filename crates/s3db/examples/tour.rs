@@ -39,7 +39,9 @@ async fn tour() -> Result<()> {
     step("1. An object with user metadata and a body");
     let alice = root.join("users")?.join("id=alice")?;
     let meta = Metadata::new().with("name", "Alice").with("region", "eu");
-    let etag = store.create(&alice, &meta, r#"{"bio":"likes S3"}"#.into()).await?;
+    let etag = store
+        .create(&alice, &meta, r#"{"bio":"likes S3"}"#.into())
+        .await?;
     let object = store.get(&alice).await?;
     println!(
         "   created {} -> ETag {etag}; read back metadata {:?} and body {}",
@@ -56,7 +58,12 @@ async fn tour() -> Result<()> {
 
     step("3. Conditional update: current ETag wins, stale ETag is refused");
     let newer = store
-        .update(&alice, &meta.clone().with("region", "us"), r#"{"bio":"moved"}"#.into(), &etag)
+        .update(
+            &alice,
+            &meta.clone().with("region", "us"),
+            r#"{"bio":"moved"}"#.into(),
+            &etag,
+        )
         .await?;
     println!("   update based on {etag} -> {newer}");
     match store.update(&alice, &meta, "{}".into(), &etag).await {
@@ -95,13 +102,19 @@ async fn tour() -> Result<()> {
     let items = root.join("items")?;
     for i in 0..25 {
         store
-            .put(&items.join(&format!("id={i:03}"))?, &Metadata::new(), "x".into())
+            .put(
+                &items.join(&format!("id={i:03}"))?,
+                &Metadata::new(),
+                "x".into(),
+            )
             .await?;
     }
     let mut start_after = None;
     let mut pages = 0;
     loop {
-        let page = store.list_page(Some(&items), start_after.as_ref(), 10).await?;
+        let page = store
+            .list_page(Some(&items), start_after.as_ref(), 10)
+            .await?;
         pages += 1;
         let first = page.entries.first().map(|e| e.key.last_part().to_owned());
         let last = page.entries.last().map(|e| e.key.last_part().to_owned());
@@ -142,7 +155,10 @@ async fn tour() -> Result<()> {
     {
         println!("   {e}");
     }
-    println!("   requests made meanwhile: {}", store.requests().since(&before).total());
+    println!(
+        "   requests made meanwhile: {}",
+        store.requests().since(&before).total()
+    );
 
     step("8. What it cost");
     let stats = store.requests();
@@ -159,7 +175,12 @@ async fn increment(store: &Store, key: &Key) -> Result<u32> {
             Ok(object) => {
                 let value: u64 = String::from_utf8_lossy(&object.body).parse().unwrap_or(0);
                 store
-                    .update(key, &Metadata::new(), (value + 1).to_string().into(), &object.head.etag)
+                    .update(
+                        key,
+                        &Metadata::new(),
+                        (value + 1).to_string().into(),
+                        &object.head.etag,
+                    )
                     .await
             }
             Err(Error::NotFound { .. }) => store.create(key, &Metadata::new(), "1".into()).await,

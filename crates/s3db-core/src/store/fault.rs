@@ -89,7 +89,6 @@ pub struct InjectedFault {
 }
 
 /// The decorator.
-#[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     state: Arc<FaultState>,
@@ -171,6 +170,15 @@ fn to_error(fault: InjectedFault) -> object_store::Error {
     object_store::Error::Generic {
         store: "FaultyStore",
         source: Box::new(fault),
+    }
+}
+
+impl fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyStore")
+            .field("inner", &format_args!("{}", self.inner))
+            .field("plan", &self.state.plan)
+            .finish_non_exhaustive()
     }
 }
 

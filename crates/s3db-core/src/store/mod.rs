@@ -651,3 +651,27 @@ fn open_s3(cfg: &S3Config) -> Result<Arc<dyn ObjectStore>> {
     })?;
     Ok(Arc::new(store))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show() -> Result<()> {
+        let conn = ConnectionString::parse(
+            "http://AKIDSHOWNOWHERE:SECRETSHOWNOWHERE@127.0.0.1:9/bucket/p?aws_session_token=TOKENSHOWNOWHERE",
+        )?;
+        let raw = open_object_store(&conn)?;
+        let accounted = AccountingStore::new(raw, Arc::default());
+        let store = Store::builder(conn.clone()).build()?;
+        let builder = Store::builder(conn.clone());
+        let shown = format!(
+            "{conn} {conn:?} {store:?} {accounted:?} {accounted} {builder:?} {:?}",
+            conn.backend()
+        );
+        for secret in ["AKIDSHOWNOWHERE", "SECRETSHOWNOWHERE", "TOKENSHOWNOWHERE"] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+        Ok(())
+    }
+}
