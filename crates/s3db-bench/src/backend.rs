@@ -40,7 +40,9 @@ impl BackendKind {
     /// Objects per phase when `--n` is not given (the S3 test server does ~150–200 requests/s).
     pub fn default_n(self) -> usize {
         match self {
-            Self::Memory | Self::File => 2000,
+            // Memory phases of 2000 operations last a few milliseconds: too short to time.
+            Self::Memory => 20_000,
+            Self::File => 2000,
             Self::S3 => 200,
         }
     }

@@ -18,7 +18,7 @@ workloads:
 options of `store`:
   --backend memory|file|s3   run one backend only (default: all three; s3 needs S3DB_TEST_S3,
                              e.g. http://KEY:SECRET@127.0.0.1:PORT/bucket)
-  --n N                      objects per phase (default: 2000 on memory and file, 200 on s3)
+  --n N                      objects per phase (default: 20000 on memory, 2000 on file, 200 on s3)
   --json                     one JSON object per backend instead of the markdown table
   -h, --help                 this text";
 

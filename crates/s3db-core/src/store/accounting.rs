@@ -83,13 +83,13 @@ impl fmt::Display for RequestKind {
     }
 }
 
-/// One request, as observers see it.
-#[derive(Debug, Clone)]
-pub struct RequestEvent {
+/// One request, as observers see it (borrowed: copy what you keep).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestEvent<'a> {
     /// What kind of request.
     pub kind: RequestKind,
     /// The full key (or listed prefix) in the bucket, database prefix included.
-    pub key: String,
+    pub key: &'a str,
     /// Bytes sent to the store (request bodies).
     pub bytes_sent: u64,
     /// Bytes received from the store (response bodies). AWS bills these as "data transfer out".
@@ -106,14 +106,14 @@ pub struct RequestEvent {
 /// `on_request` runs on the request's task: keep it short and never block.
 pub trait RequestObserver: Send + Sync + 'static {
     /// Called once per request, after it completed.
-    fn on_request(&self, event: &RequestEvent);
+    fn on_request(&self, event: &RequestEvent<'_>);
 }
 
 impl<F> RequestObserver for F
 where
-    F: Fn(&RequestEvent) + Send + Sync + 'static,
+    F: Fn(&RequestEvent<'_>) + Send + Sync + 'static,
 {
-    fn on_request(&self, event: &RequestEvent) {
+    fn on_request(&self, event: &RequestEvent<'_>) {
         self(event);
     }
 }
@@ -182,7 +182,7 @@ impl RequestAccounting {
         observers.len() != before
     }
 
-    fn record(&self, event: &RequestEvent) {
+    fn record(&self, event: &RequestEvent<'_>) {
         self.counts[event.kind.index()].fetch_add(1, Ordering::Relaxed);
         self.bytes_sent
             .fetch_add(event.bytes_sent, Ordering::Relaxed);
@@ -296,7 +296,7 @@ impl AccountingStore {
     ) {
         self.accounting.record(&RequestEvent {
             kind,
-            key: key.to_string(),
+            key: key.as_ref(),
             bytes_sent: sent,
             bytes_received: received,
             duration: started.elapsed(),
@@ -405,9 +405,9 @@ impl ObjectStore for AccountingStore {
             .delete_stream(locations)
             .inspect(move |result| {
                 let key = match result {
-                    Ok(path) => path.to_string(),
-                    Err(object_store::Error::NotFound { path, .. }) => path.clone(),
-                    Err(_) => String::new(),
+                    Ok(path) => path.as_ref(),
+                    Err(object_store::Error::NotFound { path, .. }) => path.as_str(),
+                    Err(_) => "",
                 };
                 accounting.record(&RequestEvent {
                     kind: RequestKind::Delete,
@@ -442,11 +442,11 @@ impl ObjectStore for AccountingStore {
             .as_ref()
             .map_or(0, |r| (r.objects.len() + r.common_prefixes.len()) as u64);
         let pages = entries.div_ceil(LIST_PAGE_SIZE).max(1);
-        let key = prefix.map(ToString::to_string).unwrap_or_default();
+        let root = Path::ROOT;
         for _ in 0..pages {
             self.record(
                 RequestKind::List,
-                &Path::from(key.as_str()),
+                prefix.unwrap_or(&root),
                 started,
                 result.is_ok(),
                 0,
@@ -500,7 +500,7 @@ fn paged(
         fn record(&self, ok: bool) {
             self.accounting.record(&RequestEvent {
                 kind: RequestKind::List,
-                key: self.key.clone(),
+                key: &self.key,
                 bytes_sent: 0,
                 bytes_received: 0,
                 duration: if self.seen == 0 {
@@ -547,10 +547,10 @@ struct AccountedUpload {
 }
 
 impl AccountedUpload {
-    fn event(&self, kind: RequestKind, started: Instant, ok: bool, sent: u64) -> RequestEvent {
+    fn event(&self, kind: RequestKind, started: Instant, ok: bool, sent: u64) -> RequestEvent<'_> {
         RequestEvent {
             kind,
-            key: self.location.to_string(),
+            key: self.location.as_ref(),
             bytes_sent: sent,
             bytes_received: 0,
             duration: started.elapsed(),
@@ -571,7 +571,7 @@ impl MultipartUpload for AccountedUpload {
             let result = part.await;
             accounting.record(&RequestEvent {
                 kind: RequestKind::Put,
-                key,
+                key: &key,
                 bytes_sent: sent,
                 bytes_received: 0,
                 duration: started.elapsed(),

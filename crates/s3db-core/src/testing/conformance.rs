@@ -407,10 +407,13 @@ pub async fn counter_race(store: &Store, tasks: usize, rounds: usize) -> Result<
 /// server is configured). The invoking crate needs `tokio` with the `macros` and `rt-multi-thread`
 /// features.
 ///
-/// ```ignore
+/// ```no_run
 /// mod memory {
-///     s3db_core::storage_conformance_tests!(|name| Some(s3db_core::testing::TestStore::memory(name)));
+///     s3db_core::storage_conformance_tests!(|name: &str| Some(
+///         s3db_core::testing::TestStore::memory(name)
+///     ));
 /// }
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! storage_conformance_tests {
