@@ -111,6 +111,12 @@ impl Error {
     }
 }
 
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 /// Why a key was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

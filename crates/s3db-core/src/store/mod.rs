@@ -657,6 +657,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn open_takes_strings_and_parsed_connections() -> Result<()> {
+        let parsed = ConnectionString::memory("open-test", "p")?;
+        assert_eq!(Store::open(parsed)?.prefix(), "p");
+        assert_eq!(Store::open("memory://open-test/q")?.prefix(), "q");
+        let err = Store::open("nope://x").err();
+        assert!(
+            matches!(err, Some(Error::BadConnectionString(_))),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn credentials_never_show() -> Result<()> {
         let conn = ConnectionString::parse(
             "http://AKIDSHOWNOWHERE:SECRETSHOWNOWHERE@127.0.0.1:9/bucket/p?aws_session_token=TOKENSHOWNOWHERE",

@@ -361,18 +361,27 @@ pub async fn increment_counter(store: &Store, key: &Key) -> Result<u32> {
     }
 }
 
-/// Reads the counter at `key` (0 when absent).
+/// Reads the counter at `key` (0 when absent), retrying transient failures a few times.
 ///
 /// # Errors
-/// A storage error.
+/// A permanent storage error, or a transient one that persisted.
 pub async fn read_counter(store: &Store, key: &Key) -> Result<u64> {
-    match store.get(key).await {
-        Ok(object) => Ok(std::str::from_utf8(&object.body)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("counter {key} holds {:?}", object.body))),
-        Err(Error::NotFound { .. }) => Ok(0),
-        Err(e) => Err(e),
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store.get(key).await {
+            Ok(object) => {
+                return Ok(std::str::from_utf8(&object.body)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("counter {key} holds {:?}", object.body)));
+            }
+            Err(Error::NotFound { .. }) => return Ok(0),
+            Err(e) if e.is_transient() && tries < 10 => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
