@@ -62,6 +62,38 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A document failed validation: every failing field, with the rule it broke. Nothing was
+    /// written.
+    #[error("validation failed: {}", FieldError::join(.0))]
+    Validation(Vec<FieldError>),
+
+    /// A resource definition is invalid (found at `create_resource`).
+    #[error("bad definition of attribute {attribute:?} (rule {rule:?}): {reason}")]
+    BadSchema {
+        /// Attribute path (`address.zip` for nested ones).
+        attribute: String,
+        /// The rule text as given.
+        rule: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
+    /// A secret field could not be decrypted: wrong passphrase, or the data was altered.
+    #[error("cannot decrypt secret field {field:?}: wrong passphrase or corrupted data")]
+    SecretDecryption {
+        /// The secret attribute.
+        field: String,
+    },
+
+    /// A stored object could not be decoded.
+    #[error("corrupt object {key}: {reason}")]
+    Corrupt {
+        /// Key of the object.
+        key: String,
+        /// What could not be decoded.
+        reason: String,
+    },
+
     /// The connection string could not be understood.
     #[error(transparent)]
     BadConnectionString(#[from] ConnectionStringError),
@@ -114,6 +146,42 @@ impl Error {
 impl From<std::convert::Infallible> for Error {
     fn from(never: std::convert::Infallible) -> Self {
         match never {}
+    }
+}
+
+/// One failing field of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field (`email`, `address.zip`, `tags[2]`).
+    pub field: String,
+    /// The rule that failed (`required`, `min`, `email`, `type`, `unknown`, …).
+    pub rule: String,
+    /// A sentence that says what to fix.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, rule: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+            message: message.into(),
+        }
+    }
+
+    fn join(errors: &[FieldError]) -> String {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} ({})", self.field, self.message, self.rule)
     }
 }
 

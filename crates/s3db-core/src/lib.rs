@@ -8,7 +8,7 @@ pub mod store;
 pub mod testing;
 
 pub use connection::ConnectionString;
-pub use error::{Error, Result};
+pub use error::{Error, FieldError, Result};
 pub use key::Key;
 pub use store::{
     ETag, ListEntry, ListPage, Metadata, Object, ObjectHead, RequestKind, RequestStats, Store,
