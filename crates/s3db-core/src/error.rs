@@ -94,6 +94,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// The operation is refused by the resource's settings (e.g. `delete_all` on a paranoid
+    /// resource), or the database is not in a state to do it.
+    #[error("{operation} refused: {reason}")]
+    Refused {
+        /// The refused operation.
+        operation: &'static str,
+        /// Why, and how to allow it.
+        reason: String,
+    },
+
     /// The connection string could not be understood.
     #[error(transparent)]
     BadConnectionString(#[from] ConnectionStringError),
@@ -162,7 +172,11 @@ pub struct FieldError {
 
 impl FieldError {
     /// A field error.
-    pub fn new(field: impl Into<String>, rule: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        field: impl Into<String>,
+        rule: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             field: field.into(),
             rule: rule.into(),

@@ -1,10 +1,14 @@
 //! A worker process for multi-process race tests.
 //!
-//! `race_worker counter <connection string> <key> <rounds>`: increments the counter at `key`
-//! `rounds` times with read-increment-conditional-write, then exits 0 (or 1 on error).
+//! - `race_worker counter <connection string> <key> <rounds>`: increments the counter at `key`
+//!   `rounds` times with read-increment-conditional-write.
+//! - `race_worker update-field <connection string> <resource> <id> <field> <rounds>`: sets
+//!   `field` of record `id` to 1, 2, … `rounds` with `Resource::update`.
+//!
+//! Exits 0, or 1 on error.
 
 use s3db_core::testing::conformance::increment_counter;
-use s3db_core::{Key, Store};
+use s3db_core::{Database, Key, Store};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
@@ -29,6 +33,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         }
-        _ => Err("usage: race_worker counter <connection string> <key> <rounds>".into()),
+        [mode, conn, resource, id, field, rounds] if mode == "update-field" => {
+            let db = Database::connect(conn).await?;
+            let resource = db
+                .resource(resource)
+                .ok_or_else(|| format!("no resource {resource} in s3db.json"))?;
+            let rounds: u64 = rounds.parse()?;
+            for n in 1..=rounds {
+                resource
+                    .update(id, serde_json::json!({ field.as_str(): n }))
+                    .await?;
+            }
+            Ok(())
+        }
+        _ => Err("usage: race_worker counter <conn> <key> <rounds> | update-field <conn> <resource> <id> <field> <rounds>".into()),
     }
 }

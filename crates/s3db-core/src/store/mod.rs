@@ -392,8 +392,8 @@ impl Store {
 
     /// Deletes many objects, `concurrency` at a time; one result per key, in order.
     pub async fn delete_many(&self, keys: &[Key], concurrency: usize) -> Vec<Result<()>> {
-        futures::stream::iter(keys)
-            .map(|key| self.delete(key))
+        let deletes: Vec<_> = keys.iter().map(|key| self.delete(key)).collect();
+        futures::stream::iter(deletes)
             .buffered(concurrency.max(1))
             .collect()
             .await

@@ -1,0 +1,319 @@
+//! The hook bus: before-hooks change or abort, after-hooks observe, middleware wraps operations
+//! (and can answer without storage), events reach subscribers without blocking writers, and
+//! database hooks see resources being created.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use s3db_core::resource::hooks::{
+    DatabaseHooks, Event, InsertOp, Middleware, Next, Operation, Outcome, ResourceHooks, UpdateOp,
+};
+use s3db_core::testing::TestStore;
+use s3db_core::{Database, Error, FieldError, Record, RequestKind, Resource, ResourceConfig};
+use serde_json::json;
+
+type TestResult = Result<(), Error>;
+
+async fn notes(t: &TestStore) -> Result<(Database, Resource), Error> {
+    let db = Database::builder()
+        .connection(t.conn.clone())
+        .connect()
+        .await?;
+    let notes = db
+        .create_resource(
+            ResourceConfig::new("notes")
+                .attribute("text", "string|required")
+                .attribute("tag", "string"),
+        )
+        .await?;
+    Ok((db, notes))
+}
+
+/// Upper-cases text, refuses the tag "forbidden", and logs what it sees.
+struct Shouting {
+    log: Arc<Mutex<Vec<String>>>,
+    name: &'static str,
+}
+
+#[async_trait]
+impl ResourceHooks for Shouting {
+    async fn before_insert(&self, _resource: &str, op: &mut InsertOp) -> s3db_core::Result<()> {
+        self.push(format!("{} before_insert", self.name));
+        if op.data.get("tag") == Some(&json!("forbidden")) {
+            return Err(Error::Validation(vec![FieldError::new(
+                "tag",
+                "hook",
+                "this tag is forbidden",
+            )]));
+        }
+        if let Some(text) = op.data.get("text").and_then(|v| v.as_str()) {
+            let loud = text.to_uppercase();
+            op.data.insert("text".into(), json!(loud));
+        }
+        Ok(())
+    }
+    async fn after_insert(&self, _resource: &str, record: &Record) -> s3db_core::Result<()> {
+        self.push(format!("{} after_insert {}", self.name, record.id()));
+        Ok(())
+    }
+    async fn before_update(&self, _resource: &str, op: &mut UpdateOp) -> s3db_core::Result<()> {
+        op.changes.insert("tag".into(), json!("edited"));
+        Ok(())
+    }
+    async fn after_update(
+        &self,
+        _resource: &str,
+        before: &Record,
+        after: &Record,
+    ) -> s3db_core::Result<()> {
+        self.push(format!(
+            "{} after_update {:?} -> {:?}",
+            self.name,
+            before.get("tag"),
+            after.get("tag")
+        ));
+        Ok(())
+    }
+    async fn before_delete(&self, _resource: &str, id: &str) -> s3db_core::Result<()> {
+        if id == "keep" {
+            return Err(Error::Refused {
+                operation: "delete",
+                reason: "kept by a hook".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Shouting {
+    fn push(&self, line: String) {
+        if let Ok(mut log) = self.log.lock() {
+            log.push(line);
+        }
+    }
+}
+
+#[tokio::test]
+async fn before_hooks_change_or_abort_and_after_hooks_observe() -> TestResult {
+    let t = TestStore::memory("hooks");
+    let (db, notes) = notes(&t).await?;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let first = notes.add_hooks(Shouting {
+        log: Arc::clone(&log),
+        name: "first",
+    });
+    notes.add_hooks(Shouting {
+        log: Arc::clone(&log),
+        name: "second",
+    });
+
+    let rec = notes.insert(json!({"id": "n1", "text": "hello"})).await?;
+    assert_eq!(rec.get("text"), Some(&json!("HELLO")));
+    assert_eq!(
+        notes.get("n1").await?.get("text"),
+        Some(&json!("HELLO")),
+        "stored as changed"
+    );
+
+    let before = db.store().requests();
+    let refused = notes
+        .insert(json!({"id": "n2", "text": "x", "tag": "forbidden"}))
+        .await
+        .err();
+    assert!(matches!(refused, Some(Error::Validation(_))), "{refused:?}");
+    assert_eq!(
+        db.store().requests().since(&before).count(RequestKind::Put),
+        0,
+        "aborted: nothing written"
+    );
+    assert!(!notes.exists("n2").await?);
+
+    let updated = notes.update("n1", json!({"text": "again"})).await?;
+    assert_eq!(updated.get("tag"), Some(&json!("edited")));
+
+    notes.insert(json!({"id": "keep", "text": "k"})).await?;
+    assert!(notes.delete("keep").await.is_err());
+    assert!(notes.exists("keep").await?);
+
+    let lines = log.lock().map(|l| l.clone()).unwrap_or_default();
+    assert_eq!(
+        &lines[..4],
+        [
+            "first before_insert",
+            "second before_insert",
+            "first after_insert n1",
+            "second after_insert n1"
+        ]
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("after_update None -> Some(String(\"edited\"))")),
+        "{lines:?}"
+    );
+
+    // Removing a hook set stops it.
+    assert!(notes.remove_hooks(first));
+    assert_eq!(notes.interceptor_count(), (1, 0));
+    Ok(())
+}
+
+/// A tiny read cache: answers repeated `get`s without storage, and logs every operation.
+struct Interceptor {
+    seen: Arc<Mutex<Vec<&'static str>>>,
+    cache: Mutex<Option<Record>>,
+}
+
+#[async_trait]
+impl Middleware for Interceptor {
+    async fn handle(
+        &self,
+        _resource: &Resource,
+        op: Operation,
+        next: Next<'_>,
+    ) -> s3db_core::Result<Outcome> {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(op.name());
+        }
+        if let Operation::Get { id } = &op {
+            let cached = self
+                .cache
+                .lock()
+                .ok()
+                .and_then(|c| c.clone())
+                .filter(|r| r.id() == id);
+            if let Some(record) = cached {
+                return Ok(Outcome::Record(record));
+            }
+        }
+        let is_get = matches!(op, Operation::Get { .. });
+        let outcome = next.run(op).await?;
+        if let (true, Outcome::Record(record)) = (is_get, &outcome)
+            && let Ok(mut cache) = self.cache.lock()
+        {
+            *cache = Some(record.clone());
+        }
+        Ok(outcome)
+    }
+}
+
+#[tokio::test]
+async fn middleware_wraps_and_can_answer_without_storage() -> TestResult {
+    let t = TestStore::memory("middleware");
+    let (db, notes) = notes(&t).await?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let id = notes.add_middleware(Interceptor {
+        seen: Arc::clone(&seen),
+        cache: Mutex::new(None),
+    });
+    notes.insert(json!({"id": "n1", "text": "hi"})).await?;
+    let first = notes.get("n1").await?;
+    let before = db.store().requests();
+    let again = notes.get("n1").await?;
+    assert_eq!(again, first);
+    assert_eq!(
+        db.store().requests().since(&before).total(),
+        0,
+        "answered without storage"
+    );
+    notes.count().await?;
+    notes.update("n1", json!({"text": "yo"})).await?;
+    let names = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(names, ["insert", "get", "get", "count", "update"]);
+    assert!(notes.remove_middleware(id));
+    let before = db.store().requests();
+    assert_eq!(notes.get("n1").await?.get("text"), Some(&json!("yo")));
+    assert_eq!(
+        db.store().requests().since(&before).total(),
+        1,
+        "without the middleware, storage answers"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn events_reach_subscribers_and_slow_ones_do_not_block_writes() -> TestResult {
+    let t = TestStore::memory("events");
+    let (db, notes) = notes(&t).await?;
+    let mut on_resource = notes.subscribe();
+    let mut on_db = db.subscribe();
+    let _never_read = notes.subscribe(); // a subscriber that never reads
+    notes.insert(json!({"id": "e1", "text": "a"})).await?;
+    notes.update("e1", json!({"text": "b"})).await?;
+    notes.delete("e1").await?;
+    let mut kinds = Vec::new();
+    while let Ok(event) = on_resource.try_recv() {
+        kinds.push(match event {
+            Event::Inserted { record, .. } => format!("inserted {}", record.id()),
+            Event::Updated { before, after, .. } => {
+                format!("updated {:?}->{:?}", before.get("text"), after.get("text"))
+            }
+            Event::Deleted { id, .. } => format!("deleted {id}"),
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(
+        kinds,
+        [
+            "inserted e1",
+            "updated Some(String(\"a\"))->Some(String(\"b\"))",
+            "deleted e1"
+        ]
+    );
+    let mut db_events = 0;
+    while let Ok(event) = on_db.try_recv() {
+        assert_eq!(event.resource(), Some("notes"));
+        db_events += 1;
+    }
+    assert_eq!(db_events, 3);
+    // Far more writes than the channel holds: the silent subscriber never blocks them.
+    for i in 0..(s3db_core::resource::EVENT_CAPACITY + 50) {
+        notes.insert(json!({"text": format!("n{i}")})).await?;
+    }
+    Ok(())
+}
+
+struct Watcher {
+    created: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl DatabaseHooks for Watcher {
+    async fn before_create_resource(&self, config: &mut ResourceConfig) -> s3db_core::Result<()> {
+        if config.name() == "forbidden" {
+            return Err(Error::Refused {
+                operation: "create_resource",
+                reason: "not here".into(),
+            });
+        }
+        Ok(())
+    }
+    async fn after_create_resource(&self, resource: &Resource) -> s3db_core::Result<()> {
+        if let Ok(mut c) = self.created.lock() {
+            c.push(resource.name().to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn database_hooks_see_resources_created() -> TestResult {
+    let t = TestStore::memory("db_hooks");
+    let created = Arc::new(Mutex::new(Vec::new()));
+    let db = Database::builder()
+        .connection(t.conn.clone())
+        .hooks(Watcher {
+            created: Arc::clone(&created),
+        })
+        .connect()
+        .await?;
+    db.create_resource(ResourceConfig::new("a").attribute("v", "number"))
+        .await?;
+    let refused = db
+        .create_resource(ResourceConfig::new("forbidden").attribute("v", "number"))
+        .await;
+    assert!(refused.is_err());
+    assert!(db.resource("forbidden").is_none());
+    assert_eq!(created.lock().map(|c| c.clone()).unwrap_or_default(), ["a"]);
+    Ok(())
+}
