@@ -314,14 +314,25 @@ async fn timestamps_paranoid_and_versioning(t: TestStore) -> TestResult {
         .create_resource(
             ResourceConfig::new("scratch")
                 .attribute("v", "number")
+                .partition("byV", ["v"])
+                .versioning(true)
                 .paranoid(false),
         )
         .await?;
     for i in 0..5 {
-        scratch.insert(json!({"v": i})).await?;
+        scratch
+            .insert(json!({"id": format!("s{i}"), "v": i}))
+            .await?;
     }
-    assert_eq!(scratch.delete_all().await?, 5);
+    scratch.update("s0", json!({"v": 10})).await?; // leaves a historical version
+    // 5 records + 5 partition references + 1 historical version.
+    assert_eq!(scratch.delete_all().await?, 11);
     assert_eq!(scratch.count().await?, 0);
+    let left = db
+        .store()
+        .list_keys(Some(&s3db_core::Key::parse("resource=scratch")?))
+        .await?;
+    assert!(left.is_empty(), "nothing of the resource is left: {left:?}");
     Ok(())
 }
 

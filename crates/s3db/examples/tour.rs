@@ -1,14 +1,15 @@
 //! A tour of s3db on the embedded `file://` backend (or any connection string given as the first
 //! argument). Run it with `cargo run --release --example tour`.
 //!
-//! For now it shows the storage layer every other part stands on: objects with metadata,
-//! conditional create and update, a race without lost updates, listing pages, copy, delete, refused
-//! input, and the S3 requests it all took. It grows as the resource model and the plugins land.
+//! It creates two resources (one with a partition and an encrypted field), inserts, updates,
+//! queries through a partition, pages, deletes, shows what bad input gets, races a few writers on
+//! one record, and prints the S3 requests it all took.
 
 use std::time::Instant;
 
-use futures::TryStreamExt;
 use s3db::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 const DEFAULT_CONNECTION: &str = "file://./data/tour";
 
@@ -23,177 +24,229 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct Order {
+    id: Option<String>,
+    customer: String,
+    status: String,
+    total: f64,
+}
+
 async fn tour() -> Result<()> {
     let conn = std::env::args()
         .nth(1)
         .unwrap_or_else(|| DEFAULT_CONNECTION.to_owned());
-    let store = Store::open(conn.as_str())?;
+    let db = Database::builder()
+        .connection_string(&conn)
+        .passphrase("tour passphrase: keep it out of your code")
+        .connect()
+        .await?;
     println!("s3db tour on {}", ConnectionString::parse(&conn)?);
-    let root = Key::parse("tour")?;
-    let cleared = store.delete_prefix(&root).await?;
-    if cleared > 0 {
-        println!("  (removed {cleared} objects left by an earlier run)");
-    }
     let started = Instant::now();
 
-    step("1. An object with user metadata and a body");
-    let alice = root.join("users")?.join("id=alice")?;
-    let meta = Metadata::new().with("name", "Alice").with("region", "eu");
-    let etag = store
-        .create(&alice, &meta, r#"{"bio":"likes S3"}"#.into())
-        .await?;
-    let object = store.get(&alice).await?;
-    println!(
-        "   created {} -> ETag {etag}; read back metadata {:?} and body {}",
-        object.head.key,
-        object.head.metadata,
-        String::from_utf8_lossy(&object.body)
-    );
-
-    step("2. Conditional create: the same key twice");
-    match store.create(&alice, &Metadata::new(), "{}".into()).await {
-        Err(e @ Error::AlreadyExists { .. }) => println!("   second create refused: {e}"),
-        other => println!("   unexpected: {other:?}"),
-    }
-
-    step("3. Conditional update: current ETag wins, stale ETag is refused");
-    let newer = store
-        .update(
-            &alice,
-            &meta.clone().with("region", "us"),
-            r#"{"bio":"moved"}"#.into(),
-            &etag,
+    step("1. Two resources: users (partitioned by region, with a secret) and orders");
+    let users = db
+        .create_resource(
+            ResourceConfig::new("users")
+                .attribute("name", "string|required|min:2")
+                .attribute("email", "email|required")
+                .attribute("region", "enum:eu,us,ap|default:eu")
+                .attribute("api_key", "secret")
+                .partition("byRegion", ["region"])
+                .behavior(Behavior::BodyOverflow)
+                .timestamps(true)
+                .paranoid(false),
         )
         .await?;
-    println!("   update based on {etag} -> {newer}");
-    match store.update(&alice, &meta, "{}".into(), &etag).await {
-        Err(e @ Error::PreconditionFailed { .. }) => println!("   stale update refused: {e}"),
+    let orders = db
+        .create_resource(
+            ResourceConfig::new("orders")
+                .attribute("customer", "string|required")
+                .attribute("status", "enum:open,paid,shipped|default:open")
+                .attribute("total", "number|min:0")
+                .partition("byStatus", ["status"])
+                .paranoid(false),
+        )
+        .await?;
+    // Start from a clean slate when the tour runs again on the same folder.
+    let cleared = users.delete_all().await? + orders.delete_all().await?;
+    println!(
+        "   users {} and orders {} ready{}",
+        users.version(),
+        orders.version(),
+        if cleared > 0 {
+            format!(" (cleared {cleared} objects of an earlier run)")
+        } else {
+            String::new()
+        }
+    );
+
+    step("2. Inserts");
+    let alice = users
+        .insert(json!({"id": "alice", "name": "Alice", "email": "alice@example.com", "region": "eu", "api_key": "sk-alice-123"}))
+        .await?;
+    users
+        .insert(json!({"id": "bob", "name": "Bob", "email": "bob@example.com", "region": "us"}))
+        .await?;
+    users
+        .insert(json!({"id": "chen", "name": "Chen", "email": "chen@example.com", "region": "ap"}))
+        .await?;
+    println!("   {} -> {}", alice.id(), alice.to_json());
+    let key = Key::parse("resource=users/data/id=alice")?;
+    let stored = db.store().get(&key).await?;
+    println!(
+        "   at rest the api_key is ciphertext: {}",
+        !format!(
+            "{:?}{}",
+            stored.head.metadata,
+            String::from_utf8_lossy(&stored.body)
+        )
+        .contains("sk-alice-123")
+    );
+    let typed_orders = orders.typed::<Order>();
+    for (i, (customer, total)) in [
+        ("alice", 30.0),
+        ("bob", 12.5),
+        ("alice", 99.9),
+        ("chen", 5.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        typed_orders
+            .insert(&Order {
+                id: Some(format!("o{i}")),
+                customer: customer.to_owned(),
+                status: "open".to_owned(),
+                total,
+            })
+            .await?;
+    }
+    println!("   4 orders inserted through a typed view");
+
+    step("3. Bad input is refused with every reason, and nothing is written");
+    match users
+        .insert(json!({"name": "X", "email": "nope", "region": "mars", "nick": "x"}))
+        .await
+    {
+        Err(Error::Validation(errors)) => {
+            for e in errors {
+                println!("   - {e}");
+            }
+        }
+        other => println!("   unexpected: {other:?}"),
+    }
+    match users
+        .insert(json!({"id": "alice", "name": "Alice 2", "email": "a2@example.com"}))
+        .await
+    {
+        Err(e @ Error::AlreadyExists { .. }) => println!("   duplicate id: {e}"),
         other => println!("   unexpected: {other:?}"),
     }
 
-    step("4. A race: 8 tasks x 10 read-increment-conditional-write on one counter");
-    let counter = root.join("counter")?;
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let store = store.clone();
-            let counter = counter.clone();
+    step("4. Updates: merge, move between partitions, and a race without lost updates");
+    let moved = users.update("bob", json!({"region": "eu"})).await?;
+    println!(
+        "   bob moved to {}",
+        moved.get("region").cloned().unwrap_or_default()
+    );
+    let writers: Vec<_> = ["o0", "o1", "o2", "o3"]
+        .into_iter()
+        .map(|id| {
+            let orders = orders.clone();
+            tokio::spawn(async move { orders.update(id, json!({"status": "paid"})).await })
+        })
+        .collect();
+    for w in writers {
+        w.await.map_err(|e| Error::Refused {
+            operation: "tour",
+            reason: e.to_string(),
+        })??;
+    }
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let orders = orders.clone();
             tokio::spawn(async move {
-                let mut conflicts = 0u32;
-                for _ in 0..10 {
-                    conflicts += increment(&store, &counter).await?;
-                }
-                Ok::<_, Error>(conflicts)
+                orders
+                    .update("o2", json!({ "total": 100.0 + f64::from(i) }))
+                    .await
             })
         })
         .collect();
-    let mut conflicts = 0;
-    for task in tasks {
-        conflicts += task.await.map_err(|e| Error::Storage {
-            operation: "tour task",
-            key: counter.to_string(),
-            transient: false,
-            source: Box::new(e),
+    for r in racers {
+        r.await.map_err(|e| Error::Refused {
+            operation: "tour",
+            reason: e.to_string(),
         })??;
     }
-    let value = String::from_utf8_lossy(&store.get(&counter).await?.body).into_owned();
-    println!("   counter = {value} (expected 80), after {conflicts} lost races that were retried");
+    println!(
+        "   8 concurrent updates of o2: each applied in turn, none lost to a conflict; total now {} (the last one)",
+        orders
+            .get("o2")
+            .await?
+            .get("total")
+            .cloned()
+            .unwrap_or_default()
+    );
 
-    step("5. Listing by prefix, in pages");
-    let items = root.join("items")?;
-    for i in 0..25 {
-        store
-            .put(
-                &items.join(&format!("id={i:03}"))?,
-                &Metadata::new(),
-                "x".into(),
-            )
-            .await?;
-    }
-    let mut start_after = None;
-    let mut pages = 0;
+    step("5. Queries: through a partition, and with comparisons");
+    let before = db.store().requests();
+    let in_eu = users.query(Filter::eq("region", "eu")).await?;
+    let spent = db.store().requests().since(&before);
+    println!(
+        "   users in eu: {:?} ({} LIST + {} GET: only the partition was read)",
+        in_eu.iter().map(Record::id).collect::<Vec<_>>(),
+        spent.count(RequestKind::List),
+        spent.count(RequestKind::Get)
+    );
+    let big = orders
+        .query(Filter::eq("status", "paid").and(Filter::gte("total", 20)))
+        .await?;
+    println!(
+        "   paid orders of 20 or more: {:?}",
+        big.iter().map(Record::id).collect::<Vec<_>>()
+    );
+    println!(
+        "   orders: {}, paid: {}",
+        orders.count().await?,
+        orders
+            .count_partition("byStatus", json!({"status": "paid"}))
+            .await?
+    );
+
+    step("6. Pages of 2");
+    let mut page = orders.page(Page::size(2)).await?;
+    let mut n = 1;
     loop {
-        let page = store
-            .list_page(Some(&items), start_after.as_ref(), 10)
-            .await?;
-        pages += 1;
-        let first = page.entries.first().map(|e| e.key.last_part().to_owned());
-        let last = page.entries.last().map(|e| e.key.last_part().to_owned());
         println!(
-            "   page {pages}: {} keys ({} .. {})",
-            page.entries.len(),
-            first.unwrap_or_default(),
-            last.unwrap_or_default()
+            "   page {n}: {:?}",
+            page.items.iter().map(Record::id).collect::<Vec<_>>()
         );
-        match page.next_start_after {
-            Some(next) => start_after = Some(next),
-            None => break,
-        }
+        let Some(cursor) = page.next_cursor.clone() else {
+            break;
+        };
+        page = orders.page(Page::size(2).after(cursor)).await?;
+        n += 1;
     }
-    let total: Vec<_> = store.list(Some(&root)).try_collect().await?;
-    println!("   {} objects below {root}", total.len());
 
-    step("6. Copy and delete");
-    let archived = root.join("archive")?.join("id=alice")?;
-    store.copy(&alice, &archived).await?;
-    store.delete(&alice).await?;
-    println!(
-        "   copied to {archived} (metadata kept: {:?}); original exists: {}",
-        store.head(&archived).await?.metadata,
-        store.exists(&alice).await?
-    );
-
-    step("7. Bad input is refused before any request");
-    let before = store.requests();
-    for bad in ["users/../secrets", "id=a\u{7}b"] {
-        if let Err(e) = Key::parse(bad) {
-            println!("   {e}");
-        }
+    step("7. Events and delete");
+    let mut events = users.subscribe();
+    users.delete("chen").await?;
+    if let Ok(event) = events.try_recv() {
+        println!("   event: {}", describe(&event));
     }
-    if let Err(e) = store
-        .put(&alice, &Metadata::new().with("Name", "upper"), "{}".into())
-        .await
-    {
-        println!("   {e}");
-    }
-    println!(
-        "   requests made meanwhile: {}",
-        store.requests().since(&before).total()
-    );
+    println!("   users left: {:?}", users.list_ids().await?);
 
     step("8. What it cost");
-    let stats = store.requests();
-    println!("   {stats}");
+    println!("   {}", db.store().requests());
     println!("   in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
     Ok(())
 }
 
-/// One increment with retries; returns how many conflicts it lost first.
-async fn increment(store: &Store, key: &Key) -> Result<u32> {
-    let mut conflicts = 0;
-    loop {
-        let attempt = match store.get(key).await {
-            Ok(object) => {
-                let value: u64 = String::from_utf8_lossy(&object.body).parse().unwrap_or(0);
-                store
-                    .update(
-                        key,
-                        &Metadata::new(),
-                        (value + 1).to_string().into(),
-                        &object.head.etag,
-                    )
-                    .await
-            }
-            Err(Error::NotFound { .. }) => store.create(key, &Metadata::new(), "1".into()).await,
-            Err(e) => return Err(e),
-        };
-        match attempt {
-            Ok(_) => return Ok(conflicts),
-            Err(e) if e.is_conflict() => {
-                conflicts += 1;
-                tokio::task::yield_now().await;
-            }
-            Err(e) => return Err(e),
-        }
+fn describe(event: &Event) -> String {
+    match event {
+        Event::Deleted { resource, id, .. } => format!("deleted {resource}/{id}"),
+        other => format!("{other:?}"),
     }
 }
 

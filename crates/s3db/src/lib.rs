@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
 pub use s3db_core::{
-    ConnectionString, ETag, Error, Key, ListEntry, ListPage, Metadata, Object, ObjectHead,
-    RequestKind, RequestStats, Result, Store, connection, error, key, store,
+    Behavior, ConnectionString, Database, DatabaseBuilder, Document, ETag, Error, FieldError,
+    Filter, Key, ListEntry, ListPage, Metadata, Object, ObjectHead, Page, PageResult, Record,
+    RequestKind, RequestStats, Resource, ResourceConfig, Result, Store, TypedResource, codec,
+    connection, database, error, key, resource, schema, secret, store,
 };
 
 /// The core crate, for plugin authors and advanced use.
@@ -14,8 +16,11 @@ pub use s3db_core::testing;
 
 /// Everything a typical program needs: `use s3db::prelude::*;`.
 pub mod prelude {
+    pub use s3db_core::resource::IdStrategy;
+    pub use s3db_core::resource::hooks::Event;
     pub use s3db_core::{
-        ConnectionString, ETag, Error, Key, Metadata, Object, RequestKind, Result, Store,
+        Behavior, ConnectionString, Database, ETag, Error, FieldError, Filter, Key, Metadata,
+        Object, Page, Record, RequestKind, Resource, ResourceConfig, Result, Store, TypedResource,
     };
 }
 

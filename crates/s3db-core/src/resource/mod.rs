@@ -458,12 +458,24 @@ impl Resource {
                 ),
             });
         }
+        // Records, partition references and historical versions; plugin data stays.
         let root = Key::parse(&format!("resource={}", self.name()))?;
-        let mut deleted = 0;
-        for sub in ["data", "partition", "historical"] {
-            deleted += self.store().delete_prefix(&root.join(sub)?).await?;
+        let keys: Vec<Key> = self
+            .store()
+            .list(Some(&root))
+            .try_filter(|entry| {
+                let kind = entry.key.parts().nth(1).unwrap_or_default();
+                futures::future::ready(
+                    kind == "data" || kind == "historical" || kind.starts_with("partition="),
+                )
+            })
+            .map_ok(|entry| entry.key)
+            .try_collect()
+            .await?;
+        for result in self.store().delete_many(&keys, DEFAULT_CONCURRENCY).await {
+            result?;
         }
-        Ok(deleted)
+        Ok(keys.len() as u64)
     }
 
     /// Every record, in id order.
