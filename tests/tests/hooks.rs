@@ -279,6 +279,27 @@ struct Watcher {
 
 #[async_trait]
 impl DatabaseHooks for Watcher {
+    async fn before_connect(&self, _conn: &s3db_core::ConnectionString) -> s3db_core::Result<()> {
+        if let Ok(mut c) = self.created.lock() {
+            c.push("before_connect".to_owned());
+        }
+        Ok(())
+    }
+    async fn after_connect(&self, db: &Database) -> s3db_core::Result<()> {
+        if let Ok(mut c) = self.created.lock() {
+            c.push(format!(
+                "after_connect with {} resources",
+                db.resources().len()
+            ));
+        }
+        Ok(())
+    }
+    async fn after_disconnect(&self, _db: &Database) -> s3db_core::Result<()> {
+        if let Ok(mut c) = self.created.lock() {
+            c.push("after_disconnect".to_owned());
+        }
+        Ok(())
+    }
     async fn before_create_resource(&self, config: &mut ResourceConfig) -> s3db_core::Result<()> {
         if config.name() == "forbidden" {
             return Err(Error::Refused {
@@ -314,6 +335,15 @@ async fn database_hooks_see_resources_created() -> TestResult {
         .await;
     assert!(refused.is_err());
     assert!(db.resource("forbidden").is_none());
-    assert_eq!(created.lock().map(|c| c.clone()).unwrap_or_default(), ["a"]);
+    db.disconnect().await?;
+    assert_eq!(
+        created.lock().map(|c| c.clone()).unwrap_or_default(),
+        [
+            "before_connect",
+            "after_connect with 0 resources",
+            "a",
+            "after_disconnect"
+        ]
+    );
     Ok(())
 }

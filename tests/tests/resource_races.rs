@@ -275,3 +275,47 @@ async fn s3_concurrent_create_resource() -> TestResult {
     };
     concurrent_create_resource(t).await
 }
+
+/// Separate OS processes create different resources at once: all end up in s3db.json.
+async fn processes_create_resources(t: TestStore) -> TestResult {
+    // The database exists first, so every process races on updating s3db.json.
+    Database::builder()
+        .connection(t.conn.clone())
+        .connect()
+        .await?;
+    let conn = t.conn.to_string_with_secrets();
+    let mut workers = Workers::new();
+    for i in 0..4 {
+        let name = format!("p{i}");
+        workers.spawn(
+            &name,
+            env!("CARGO_BIN_EXE_race_worker"),
+            &["create-resource", &conn, &name],
+        );
+    }
+    let statuses = tokio::task::spawn_blocking(move || workers.wait_all(Duration::from_secs(120)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (name, status) in statuses {
+        assert!(status.success(), "{name}: {status}");
+    }
+    let db = Database::builder()
+        .connection(t.conn.clone())
+        .connect()
+        .await?;
+    assert_eq!(db.resources(), ["p0", "p1", "p2", "p3"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_processes_create_resources() -> TestResult {
+    processes_create_resources(TestStore::file("create_processes")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_processes_create_resources() -> TestResult {
+    let Some(t) = TestStore::s3("create_processes") else {
+        return Ok(());
+    };
+    processes_create_resources(t).await
+}

@@ -150,6 +150,9 @@ impl DatabaseBuilder {
                 ));
             }
         };
+        for hooks in &self.hooks {
+            hooks.before_connect(&conn).await?;
+        }
         let mut store = Store::builder(conn);
         for layer in self.layers {
             store = store.layer(layer);

@@ -5,6 +5,8 @@
 //! - `race_worker update-field <connection string> <resource> <id> <field> <rounds>`: sets
 //!   `field` of record `id` to 1, 2, … `rounds` with `Resource::update`.
 //!
+//! - `race_worker create-resource <connection string> <name>`: creates a resource.
+//!
 //! Exits 0, or 1 on error.
 
 use s3db_core::testing::conformance::increment_counter;
@@ -31,6 +33,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..rounds {
                 increment_counter(&store, &key).await?;
             }
+            Ok(())
+        }
+        [mode, conn, name] if mode == "create-resource" => {
+            let db = Database::connect(conn).await?;
+            db.create_resource(s3db_core::ResourceConfig::new(name.as_str()).attribute("v", "number"))
+                .await?;
             Ok(())
         }
         [mode, conn, resource, id, field, rounds] if mode == "update-field" => {

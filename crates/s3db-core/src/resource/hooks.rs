@@ -170,6 +170,10 @@ pub trait ResourceHooks: Send + Sync + 'static {
 /// Hook points of the database. Every method has a no-op default.
 #[async_trait]
 pub trait DatabaseHooks: Send + Sync + 'static {
+    /// Before the database connects (only hooks given to the builder see this); abort with `Err`.
+    async fn before_connect(&self, _conn: &crate::ConnectionString) -> Result<()> {
+        Ok(())
+    }
     /// After the database connected (hooks given to the builder see this).
     async fn after_connect(&self, _db: &Database) -> Result<()> {
         Ok(())
