@@ -630,12 +630,37 @@ async fn schema_versions_and_reconnect(t: TestStore) -> TestResult {
         "default applied"
     );
 
+    // A version that drops an attribute: old records lose it on their next update.
+    let v3 = db
+        .create_resource(ResourceConfig::new("items").attribute("price", "number|default:0"))
+        .await?;
+    assert_eq!(v3.version(), "v3");
+    let updated = v3.update("i1", json!({"price": 5})).await?;
+    assert_eq!(
+        updated.get("name"),
+        None,
+        "a dropped attribute goes away on update"
+    );
+    assert_eq!(updated.get("price"), Some(&json!(5)));
+    let v4 = db
+        .create_resource(
+            ResourceConfig::new("items")
+                .attribute("name", "string")
+                .attribute("price", "number|default:0"),
+        )
+        .await?;
+    assert_eq!(
+        v4.version(),
+        "v4",
+        "going back to an earlier definition is a new version"
+    );
+
     // Another connection sees the resources and their data.
     let again = db_on(&t).await;
     let items = again
         .resource("items")
         .unwrap_or_else(|| panic!("items is registered"));
-    assert_eq!(items.version(), "v2");
+    assert_eq!(items.version(), "v4");
     assert_eq!(items.count().await?, 2);
     assert_eq!(again.resources(), vec!["items".to_owned()]);
     Ok(())

@@ -64,12 +64,16 @@ pub(crate) struct Definition {
     pub(crate) versioning: bool,
     pub(crate) id: IdStrategy,
     pub(crate) fields: FieldMap,
+    /// Whether any attribute is a secret (computed once: checked on every read and write).
+    pub(crate) has_secrets: bool,
 }
 
 impl Definition {
     pub(crate) fn new(config: &ResourceConfig, version: String, fields: FieldMap) -> Result<Self> {
         let (schema, partitions, _) = config.compile()?;
+        let has_secrets = !schema.secret_paths().is_empty();
         Ok(Self {
+            has_secrets,
             version,
             schema,
             behavior: config.behavior,
@@ -769,7 +773,8 @@ impl Resource {
             let mut data = match kind {
                 UpdateKind::Update | UpdateKind::Patch => {
                     let mut merged = before.data.clone();
-                    strip_timestamps(&mut merged);
+                    // Fields of older schema versions that the current one dropped go away.
+                    merged.retain(|name, _| def.schema.get(name).is_some());
                     if kind == UpdateKind::Patch {
                         let mut checked = changes.clone();
                         def.schema.validate(&mut checked, Mode::Partial)?;
@@ -874,10 +879,14 @@ impl Resource {
         };
         self.write_references(def, id, None, Some(&record.data))
             .await?;
+        self.report_encoding(id, &encoded);
         self.emit(Event::Inserted {
             resource: self.name().to_owned(),
             record: Arc::new(record.clone()),
         });
+        for (_, h) in self.inner.hooks.snapshot().iter() {
+            h.after_insert(self.name(), &record).await?;
+        }
         Ok(record)
     }
 
@@ -1120,7 +1129,7 @@ impl Resource {
         let mut stored = data.clone();
         if let Some(key) = &self.inner.shared.secret {
             secret::encrypt_fields(&def.schema, &mut stored, key)?;
-        } else if !def.schema.secret_paths().is_empty() {
+        } else if def.has_secrets {
             return Err(Error::Refused {
                 operation: "write",
                 reason: format!(
@@ -1146,7 +1155,7 @@ impl Resource {
     ) -> Result<(Document, String)> {
         let decoded = codec::decode(metadata, body, &def.fields, key.as_str())?;
         let mut doc = decoded.doc;
-        if !def.schema.secret_paths().is_empty() {
+        if def.has_secrets {
             match &self.inner.shared.secret {
                 Some(k) => secret::decrypt_fields(&def.schema, &mut doc, k)?,
                 None => {
@@ -1188,11 +1197,6 @@ impl Resource {
 /// The id in a record or reference key (`…/id=<id>`).
 fn id_of(key: &Key) -> Option<String> {
     key.last_part().strip_prefix("id=").map(str::to_owned)
-}
-
-fn strip_timestamps(doc: &mut Document) {
-    doc.remove(CREATED_AT);
-    doc.remove(UPDATED_AT);
 }
 
 fn now_rfc3339() -> String {
