@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,8 @@ use crate::codec::FieldMap;
 use crate::connection::{ConnectionString, SecretString};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::resource::hooks::{DatabaseHooks, Event, HookId, Registry};
+use crate::plugin::{Installed, Pending, Plugin, PluginContext};
+use crate::resource::hooks::{DatabaseHooks, Event, HookId, PluginEvent, Registry};
 use crate::resource::{
     Definition, EVENT_CAPACITY, Resource, ResourceConfig, Shared, StoredResource,
 };
@@ -65,6 +66,7 @@ pub struct DatabaseBuilder {
     hooks: Vec<Arc<dyn DatabaseHooks>>,
     layers: Vec<Layer>,
     accounting: Option<Arc<RequestAccounting>>,
+    plugins: Vec<Pending>,
 }
 
 impl fmt::Debug for DatabaseBuilder {
@@ -79,6 +81,14 @@ impl fmt::Debug for DatabaseBuilder {
             )
             .field("passphrase", &self.passphrase.as_ref().map(|_| "***"))
             .field("hooks", &self.hooks.len())
+            .field(
+                "plugins",
+                &self
+                    .plugins
+                    .iter()
+                    .map(|p| p.plugin.name().to_owned())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +120,14 @@ impl DatabaseBuilder {
     #[must_use]
     pub fn hooks(mut self, hooks: impl DatabaseHooks) -> Self {
         self.hooks.push(Arc::new(hooks));
+        self
+    }
+
+    /// A plugin, installed and started when the database connects (all installs first, in the
+    /// order given, then all starts).
+    #[must_use]
+    pub fn plugin<P: Plugin>(mut self, plugin: P) -> Self {
+        self.plugins.push(Pending::new(plugin));
         self
     }
 
@@ -178,6 +196,8 @@ impl DatabaseBuilder {
                 hooks: Registry::default(),
                 meta_key,
                 create_lock: tokio::sync::Mutex::new(()),
+                plugins: RwLock::new(Vec::new()),
+                lifecycle: tokio::sync::Mutex::new(()),
             }),
         };
         db.load(&meta)?;
@@ -186,6 +206,16 @@ impl DatabaseBuilder {
         }
         for (_, hooks) in db.inner.hooks.snapshot().iter() {
             hooks.after_connect(&db).await?;
+        }
+        {
+            let _lifecycle = db.inner.lifecycle.lock().await;
+            for pending in self.plugins {
+                db.install(pending).await?;
+            }
+            let names: Vec<String> = db.plugins();
+            for name in names {
+                db.start(&name).await?;
+            }
         }
         let _ = db.inner.shared.events.send(Event::Connected);
         tracing::debug!(store = ?db.inner.shared.store, resources = meta.resources.len(), "connected");
@@ -205,6 +235,18 @@ struct DatabaseInner {
     hooks: Registry<dyn DatabaseHooks>,
     meta_key: Key,
     create_lock: tokio::sync::Mutex<()>,
+    plugins: RwLock<Vec<Installed>>,
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+/// A database handle that does not keep it alive (held by plugin contexts).
+#[derive(Clone)]
+pub(crate) struct WeakDatabase(Weak<DatabaseInner>);
+
+impl WeakDatabase {
+    pub(crate) fn upgrade(&self) -> Option<Database> {
+        self.0.upgrade().map(|inner| Database { inner })
+    }
 }
 
 impl fmt::Debug for Database {
@@ -262,6 +304,12 @@ impl Database {
     /// Adds shared database hooks.
     pub fn add_hooks_arc(&self, hooks: Arc<dyn DatabaseHooks>) -> HookId {
         self.inner.hooks.add(hooks)
+    }
+
+    /// How many database hook sets are registered (for plugin conformance checks).
+    #[must_use]
+    pub fn hook_count(&self) -> usize {
+        self.inner.hooks.len()
     }
 
     /// Removes database hooks; returns whether they were there.
@@ -434,11 +482,233 @@ impl Database {
         })
     }
 
-    /// Disconnects: runs the disconnect hooks and broadcasts [`Event::Disconnected`].
+    pub(crate) fn downgrade(&self) -> WeakDatabase {
+        WeakDatabase(Arc::downgrade(&self.inner))
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        let _ = self.inner.shared.events.send(event);
+    }
+
+    fn plugin_event(&self, plugin: &str, event: PluginEvent) {
+        self.emit(Event::Plugin {
+            plugin: plugin.to_owned(),
+            event,
+        });
+    }
+
+    fn installed(&self) -> std::sync::RwLockReadGuard<'_, Vec<Installed>> {
+        self.inner
+            .plugins
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn installed_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Installed>> {
+        self.inner
+            .plugins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The names of the installed plugins, in installation order.
+    #[must_use]
+    pub fn plugins(&self) -> Vec<String> {
+        self.installed()
+            .iter()
+            .map(|p| p.plugin.name().to_owned())
+            .collect()
+    }
+
+    /// An installed plugin, typed: `db.plugin::<CostsPlugin>()`.
+    #[must_use]
+    pub fn plugin<P: Plugin>(&self) -> Option<Arc<P>> {
+        self.installed()
+            .iter()
+            .find_map(|p| Arc::clone(&p.any).downcast::<P>().ok())
+    }
+
+    /// The context of an installed plugin (its storage, registrations), by name.
+    #[must_use]
+    pub fn plugin_context(&self, name: &str) -> Option<PluginContext> {
+        self.installed()
+            .iter()
+            .find(|p| p.plugin.name() == name)
+            .map(|p| p.cx.clone())
+    }
+
+    /// Installs and starts a plugin now; returns it for typed access.
     ///
     /// # Errors
-    /// A hook's error.
+    /// [`Error::Plugin`] for a duplicate name or a failing install/start (rolled back).
+    pub async fn use_plugin<P: Plugin>(&self, plugin: P) -> Result<Arc<P>> {
+        let pending = Pending::new(plugin);
+        let name = pending.plugin.name().to_owned();
+        let typed = Arc::clone(&pending.any)
+            .downcast::<P>()
+            .map_err(|_| Error::Plugin {
+                plugin: name.clone(),
+                source: Box::new(Error::Refused {
+                    operation: "use_plugin",
+                    reason: "type mismatch".to_owned(),
+                }),
+            })?;
+        let _lifecycle = self.inner.lifecycle.lock().await;
+        self.install(pending).await?;
+        self.start(&name).await?;
+        Ok(typed)
+    }
+
+    async fn install(&self, pending: Pending) -> Result<()> {
+        let name = pending.plugin.name().to_owned();
+        let fail = |source: Error| Error::Plugin {
+            plugin: name.clone(),
+            source: Box::new(source),
+        };
+        if self.installed().iter().any(|p| p.plugin.name() == name) {
+            return Err(fail(Error::Refused {
+                operation: "install",
+                reason: "a plugin with this name is already installed".to_owned(),
+            }));
+        }
+        let cx = PluginContext::new(&name, &pending.plugin.slug(), self)?;
+        self.plugin_event(&name, PluginEvent::BeforeInstall);
+        if let Err(e) = pending.plugin.install(&cx).await {
+            cx.remove_registrations();
+            cx.stop_tasks().await;
+            return Err(fail(e));
+        }
+        self.installed_mut().push(Installed {
+            plugin: pending.plugin,
+            any: pending.any,
+            cx,
+            started: false,
+        });
+        self.plugin_event(&name, PluginEvent::Installed);
+        tracing::debug!(plugin = %name, "plugin installed");
+        Ok(())
+    }
+
+    async fn start(&self, name: &str) -> Result<()> {
+        let Some(entry) = self
+            .installed()
+            .iter()
+            .find(|p| p.plugin.name() == name && !p.started)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        if let Err(e) = entry.plugin.start(&entry.cx).await {
+            // Roll the whole plugin back: it is not left half-running.
+            entry.cx.stop_tasks().await;
+            entry.cx.remove_registrations();
+            self.installed_mut().retain(|p| p.plugin.name() != name);
+            return Err(Error::Plugin {
+                plugin: name.to_owned(),
+                source: Box::new(e),
+            });
+        }
+        if let Some(p) = self
+            .installed_mut()
+            .iter_mut()
+            .find(|p| p.plugin.name() == name)
+        {
+            p.started = true;
+        }
+        self.plugin_event(name, PluginEvent::Started);
+        Ok(())
+    }
+
+    async fn stop(&self, entry: &Installed) -> Result<()> {
+        let result = entry.plugin.stop(&entry.cx).await;
+        entry.cx.stop_tasks().await;
+        if let Some(p) = self
+            .installed_mut()
+            .iter_mut()
+            .find(|p| p.plugin.name() == entry.plugin.name())
+        {
+            p.started = false;
+        }
+        self.plugin_event(entry.plugin.name(), PluginEvent::Stopped);
+        result.map_err(|e| Error::Plugin {
+            plugin: entry.plugin.name().to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Stops and uninstalls a plugin: removes every hook, middleware, deferred setup and task it
+    /// registered; with `purge_data`, also deletes all of its storage and its `plg_*` resources'
+    /// data. Returns how many objects were purged.
+    ///
+    /// # Errors
+    /// [`Error::Plugin`] if no plugin has this name or a step fails (the registrations are removed
+    /// regardless).
+    pub async fn uninstall_plugin(&self, name: &str, purge_data: bool) -> Result<u64> {
+        let _lifecycle = self.inner.lifecycle.lock().await;
+        let fail = |source: Error| Error::Plugin {
+            plugin: name.to_owned(),
+            source: Box::new(source),
+        };
+        let Some(entry) = self
+            .installed()
+            .iter()
+            .find(|p| p.plugin.name() == name)
+            .cloned()
+        else {
+            return Err(fail(Error::NotFound {
+                key: format!("plugin {name}"),
+            }));
+        };
+        let stopped = if entry.started {
+            self.stop(&entry).await
+        } else {
+            Ok(())
+        };
+        self.plugin_event(name, PluginEvent::BeforeUninstall);
+        let uninstalled = entry.plugin.uninstall(&entry.cx, purge_data).await;
+        entry.cx.remove_registrations();
+        entry.cx.stop_tasks().await;
+        self.installed_mut().retain(|p| p.plugin.name() != name);
+        stopped?;
+        uninstalled.map_err(fail)?;
+        let mut deleted = 0;
+        if purge_data {
+            let resources = self.resources();
+            deleted += entry
+                .cx
+                .storage()
+                .delete_all(&resources)
+                .await
+                .map_err(fail)?;
+            for internal in entry.cx.internal_resources() {
+                let prefix = Key::parse(&format!("resource={internal}")).map_err(fail)?;
+                deleted += self.store().delete_prefix(&prefix).await.map_err(fail)?;
+            }
+            self.plugin_event(name, PluginEvent::DataPurged { deleted });
+        }
+        self.plugin_event(name, PluginEvent::Uninstalled);
+        Ok(deleted)
+    }
+
+    /// Disconnects: stops every plugin (in reverse installation order), runs the disconnect hooks
+    /// and broadcasts [`Event::Disconnected`].
+    ///
+    /// # Errors
+    /// The first plugin's or hook's error (every plugin is stopped regardless).
     pub async fn disconnect(&self) -> Result<()> {
+        let mut first_error = None;
+        {
+            let _lifecycle = self.inner.lifecycle.lock().await;
+            let entries: Vec<Installed> = self.installed().iter().rev().cloned().collect();
+            for entry in entries.iter().filter(|e| e.started) {
+                if let Err(e) = self.stop(entry).await {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         let hooks = self.inner.hooks.snapshot();
         for (_, h) in hooks.iter() {
             h.before_disconnect(self).await?;

@@ -104,6 +104,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A plugin failed; the error carries its name.
+    #[error("plugin {plugin}: {source}")]
+    Plugin {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The connection string could not be understood.
     #[error(transparent)]
     BadConnectionString(#[from] ConnectionStringError),

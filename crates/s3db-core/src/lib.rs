@@ -5,6 +5,7 @@ pub mod connection;
 pub mod database;
 pub mod error;
 pub mod key;
+pub mod plugin;
 pub mod resource;
 pub mod schema;
 pub mod secret;

@@ -408,6 +408,43 @@ pub enum Event {
     Connected,
     /// The database disconnected.
     Disconnected,
+    /// Something happened to or in a plugin.
+    Plugin {
+        /// The plugin's name.
+        plugin: String,
+        /// What happened.
+        event: PluginEvent,
+    },
+}
+
+/// Lifecycle steps of a plugin, and its own events.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PluginEvent {
+    /// About to install.
+    BeforeInstall,
+    /// Installed.
+    Installed,
+    /// Started.
+    Started,
+    /// Stopped.
+    Stopped,
+    /// About to uninstall.
+    BeforeUninstall,
+    /// Uninstalled.
+    Uninstalled,
+    /// Its data was purged: this many objects were deleted.
+    DataPurged {
+        /// Objects deleted.
+        deleted: u64,
+    },
+    /// An event of the plugin's own.
+    Custom {
+        /// Event name, e.g. `cache.hit`.
+        name: String,
+        /// Details.
+        payload: Value,
+    },
 }
 
 impl Event {
@@ -421,7 +458,7 @@ impl Event {
             | Event::MetadataOverflow { resource, .. }
             | Event::Truncated { resource, .. }
             | Event::ResourceCreated { resource, .. } => Some(resource),
-            Event::Connected | Event::Disconnected => None,
+            Event::Connected | Event::Disconnected | Event::Plugin { .. } => None,
         }
     }
 }

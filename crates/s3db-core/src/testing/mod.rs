@@ -7,6 +7,7 @@
 //! `CI=true`, where a missing server fails the test.
 
 pub mod conformance;
+pub mod plugin_conformance;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
