@@ -17,8 +17,8 @@
 //!   does. Decoding ignores `_h`.
 
 mod behavior;
+mod canonical;
 mod fields;
-mod json;
 mod value;
 
 #[cfg(test)]
@@ -173,13 +173,15 @@ pub fn encode(
         }
     }
 
-    let mut body = String::new();
-    let hash_key = HASH_KEY.to_owned();
     let hash_value = Value::String(metadata_hash(&metadata));
-    let hash = (!metadata.is_empty()).then_some((&hash_key, &hash_value));
-    json::write_object(
-        &mut body,
-        in_body.iter().map(|f| (&f.meta, f.value)).chain(hash),
+    let hash = (!metadata.is_empty()).then_some((HASH_KEY, &hash_value));
+    let body = canonical::to_string(
+        &canonical::SortedObject::new(
+            in_body
+                .iter()
+                .map(|f| (f.meta.as_str(), f.value))
+                .chain(hash),
+        ),
         false,
     );
     metadata.check()?;
@@ -386,7 +388,8 @@ pub fn decode(
     if body.trim().is_empty() {
         return Ok(decoded);
     }
-    let Value::Object(entries) = json::parse(body).map_err(|e| corrupt(format!("body: {e}")))?
+    let Value::Object(entries) =
+        canonical::parse(body).map_err(|e| corrupt(format!("body: {e}")))?
     else {
         return Err(corrupt("body is not a JSON object".to_owned()));
     };

@@ -457,6 +457,40 @@ fn system_entries_are_checked() -> TestResult {
     Ok(())
 }
 
+/// Deeply nested values (beyond `serde_json`'s default limit of 128) come back from metadata and
+/// from the body; a body with a duplicated key is corrupt.
+#[test]
+fn deep_values_and_duplicate_body_keys() -> TestResult {
+    let mut deep = json!("é");
+    for i in 0..300 {
+        deep = if i % 2 == 0 {
+            json!([deep])
+        } else {
+            json!({ "k": deep })
+        };
+    }
+    let d = doc(json!({ "deep": deep }));
+    for behavior in [Behavior::EnforceLimits, Behavior::BodyOnly] {
+        let (encoded, decoded) = round(&d, &FieldMap::new(), behavior)?;
+        assert_eq!(
+            encoded.metadata.len(),
+            1 + usize::from(behavior != Behavior::BodyOnly)
+        );
+        assert_eq!(decoded.doc, d, "{behavior:?}");
+    }
+    let duplicated = decode(
+        &Metadata::new(),
+        b"{\"x-a\":1,\"x-a\":1}",
+        &FieldMap::new(),
+        "k",
+    );
+    assert!(
+        matches!(duplicated, Err(Error::Corrupt { ref reason, .. }) if reason.contains("duplicate")),
+        "{duplicated:?}"
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Properties
 

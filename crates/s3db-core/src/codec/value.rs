@@ -17,9 +17,9 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::Value;
+use serde_json::{Number, Value};
 
-use super::json;
+use super::canonical::{self, Sorted};
 
 /// A metadata value that is not a valid encoding of a JSON value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,13 +54,11 @@ pub fn encode_value(value: &Value) -> String {
         Value::Number(n) => format!("n{n}"),
         Value::String(s) => encode_string(s),
         Value::Array(_) | Value::Object(_) => {
-            let mut text = String::from("j");
-            json::write(&mut text, value, true);
+            let text = format!("j{}", canonical::to_string(&Sorted(value), true));
             if is_header_safe(&text) {
                 text
             } else {
-                let mut plain = String::new();
-                json::write(&mut plain, value, false);
+                let plain = canonical::to_string(&Sorted(value), false);
                 format!("b{}", URL_SAFE_NO_PAD.encode(plain))
             }
         }
@@ -103,9 +101,7 @@ pub fn decode_value(text: &str) -> Result<Value, DecodeError> {
     match tag {
         's' => Ok(Value::String(rest.to_owned())),
         'u' => base64_text(rest).map(Value::String),
-        'n' => json::parse_number(rest)
-            .map(Value::Number)
-            .map_err(DecodeError::new),
+        'n' => number(rest).map(Value::Number),
         't' => simple(Value::Bool(true)),
         'f' => simple(Value::Bool(false)),
         'z' => simple(Value::Null),
@@ -122,8 +118,18 @@ fn base64_text(b64: &str) -> Result<String, DecodeError> {
     String::from_utf8(bytes).map_err(|_| DecodeError::new("base64 text is not UTF-8"))
 }
 
+/// A JSON number, read exactly: integers as `u64` (non-negative) or `i64` (negative) when they
+/// fit, everything else as a correctly rounded `f64`.
+fn number(text: &str) -> Result<Number, DecodeError> {
+    // serde_json allows whitespace around the number; the encoding has none.
+    if text.trim_ascii().len() != text.len() {
+        return Err(DecodeError::new("invalid number: surrounding whitespace"));
+    }
+    serde_json::from_str(text).map_err(|e| DecodeError::new(format!("invalid number: {e}")))
+}
+
 fn structured(text: &str) -> Result<Value, DecodeError> {
-    match json::parse(text).map_err(DecodeError::new)? {
+    match canonical::parse(text).map_err(|e| DecodeError::new(e.to_string()))? {
         value @ (Value::Array(_) | Value::Object(_)) => Ok(value),
         _ => Err(DecodeError::new("expected a JSON array or object")),
     }
@@ -200,5 +206,23 @@ mod tests {
         ] {
             assert!(decode_value(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn numbers_are_strict() {
+        for bad in [
+            "n 1", "n1 ", "n\n1", "n+1", "n1.", "n.5", "n1e", "n1e400", "n-", "n\"1\"", "n[1]",
+        ] {
+            assert!(decode_value(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            decode_value("n-9223372036854775808"),
+            Ok(Value::Number(i64::MIN.into()))
+        );
+        assert_eq!(
+            decode_value("n18446744073709551616"),
+            Ok(json!(18_446_744_073_709_551_616.0))
+        );
+        assert!(decode_value("n-0").is_ok_and(|v| v.is_f64()));
     }
 }
