@@ -5,15 +5,15 @@ use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use object_store::path::Path;
-use s3db_core::ConnectionString;
+use s3db_core::{ConnectionString, Store};
 use tempfile::TempDir;
 
-use crate::measure::BoxError;
+use crate::measure::{BoxError, CONCURRENCY};
 
 /// Environment variable naming the S3 test server (set by `cargo xtask bench`).
 pub const S3_ENV: &str = "S3DB_TEST_S3";
 
-/// A kind of backend the `store` workload runs on.
+/// A kind of backend the workloads run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     /// `memory://`: in-process memory.
@@ -37,7 +37,8 @@ impl BackendKind {
         }
     }
 
-    /// Objects per phase when `--n` is not given (the S3 test server does ~150–200 requests/s).
+    /// Objects per phase of the `store` workload when `--n` is not given (the S3 test server does
+    /// ~150–200 requests/s).
     pub fn default_n(self) -> usize {
         match self {
             // Memory phases of 2000 operations last a few milliseconds: too short to time.
@@ -106,7 +107,7 @@ pub fn prepare(kind: BackendKind, run_id: u128) -> Result<Prepared, BoxError> {
         BackendKind::S3 => {
             let Ok(server) = std::env::var(S3_ENV) else {
                 return Ok(Prepared::Skipped(format!(
-                    "{S3_ENV} is not set (run `cargo xtask bench store`, or set it to \
+                    "{S3_ENV} is not set (run `cargo xtask bench <workload>`, or set it to \
                      http://KEY:SECRET@HOST:PORT/bucket)"
                 )));
             };
@@ -144,6 +145,16 @@ impl Target {
     pub fn raw_root(&self) -> Result<Path, BoxError> {
         Ok(Path::parse(join(self.base.prefix(), "raw"))?)
     }
+}
+
+/// Deletes every object of the run (below its prefix); returns how many.
+pub async fn clean_up(target: &Target) -> Result<usize, BoxError> {
+    let store = Store::builder(target.base.clone()).build()?;
+    let keys = store.list_keys(None).await?;
+    for result in store.delete_many(&keys, CONCURRENCY).await {
+        result?;
+    }
+    Ok(keys.len())
 }
 
 /// `a/b` from `a` and `b`, or `b` when `a` is empty.

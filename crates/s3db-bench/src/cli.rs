@@ -8,17 +8,21 @@ use crate::backend::BackendKind;
 pub const USAGE: &str = "\
 usage: s3db-bench <workload> [options]
        (through cargo: cargo run --release -p s3db-bench -- <workload> [options];
-        cargo xtask bench store  runs it with the S3 test server up)
+        cargo xtask bench <workload>  runs it with the S3 test server up)
 
 workloads:
   store       the storage layer (s3db_core::Store) next to the raw object_store of the same
               backend: put, get, list, put_conc, get_conc (32 tasks), update
-  resources   the resource model (not available yet)
+  resources   the resource model, the standard workload of the original s3db.js
+              (docs/benchmarks.md): insert_seq, get_seq, update_seq, count, list,
+              query_partition, delete_seq, insert_conc, get_conc (32 tasks)
 
-options of `store`:
+options (both workloads):
   --backend memory|file|s3   run one backend only (default: all three; s3 needs S3DB_TEST_S3,
                              e.g. http://KEY:SECRET@127.0.0.1:PORT/bucket)
-  --n N                      objects per phase (default: 20000 on memory, 2000 on file, 200 on s3)
+  --n N                      objects (store) or records (resources) per phase; default:
+                             store 20000 on memory, 2000 on file, 200 on s3;
+                             resources 2000 on memory and file, 200 on s3
   --json                     one JSON object per backend instead of the markdown table
   -h, --help                 this text";
 
@@ -27,15 +31,44 @@ options of `store`:
 pub enum Command {
     /// Print the usage and exit successfully.
     Help,
-    /// The storage-layer workload.
-    Store(StoreOptions),
-    /// The resource-model workload (not available yet).
+    /// Run a workload.
+    Run(Workload, Options),
+}
+
+/// A workload of the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// The storage layer next to raw `object_store` ([`crate::store_workload`]).
+    Store,
+    /// The resource model, the original's standard workload ([`crate::resources_workload`]).
     Resources,
 }
 
-/// Options of the `store` workload.
+impl Workload {
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Store => "store",
+            Self::Resources => "resources",
+        }
+    }
+
+    /// Objects (or records) per phase on `kind` when `--n` is not given.
+    pub fn default_n(self, kind: BackendKind) -> usize {
+        match self {
+            Self::Store => kind.default_n(),
+            // The sizes of the original's standard workload (BENCH.md).
+            Self::Resources => match kind {
+                BackendKind::Memory | BackendKind::File => 2000,
+                BackendKind::S3 => 200,
+            },
+        }
+    }
+}
+
+/// Options of a workload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StoreOptions {
+pub struct Options {
     /// Run this backend only (`None`: all of them).
     pub backend: Option<BackendKind>,
     /// Objects per phase for every backend (`None`: the backend's default).
@@ -66,22 +99,17 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     };
     match workload.as_str() {
         "help" => Ok(Command::Help),
-        "store" => parse_store(rest).map(Command::Store),
-        "resources" => match rest.first() {
-            Some(extra) => Err(UsageError(format!(
-                "the resources workload takes no option (got `{extra}`)"
-            ))),
-            None => Ok(Command::Resources),
-        },
+        "store" => parse_options(rest).map(|o| Command::Run(Workload::Store, o)),
+        "resources" => parse_options(rest).map(|o| Command::Run(Workload::Resources, o)),
         other => Err(UsageError(format!(
             "unknown workload `{other}`; expected `store` or `resources`"
         ))),
     }
 }
 
-/// Parses the options of the `store` workload.
-fn parse_store(args: &[String]) -> Result<StoreOptions, UsageError> {
-    let mut options = StoreOptions::default();
+/// Parses the options of a workload.
+fn parse_options(args: &[String]) -> Result<Options, UsageError> {
+    let mut options = Options::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -134,25 +162,49 @@ mod tests {
     fn parses_store_options() {
         assert_eq!(
             parse(&args("store --backend file --n 50 --json")),
-            Ok(Command::Store(StoreOptions {
-                backend: Some(BackendKind::File),
-                n: Some(50),
-                json: true,
-            }))
+            Ok(Command::Run(
+                Workload::Store,
+                Options {
+                    backend: Some(BackendKind::File),
+                    n: Some(50),
+                    json: true,
+                }
+            ))
         );
         assert_eq!(
             parse(&args("store --n=7")),
-            Ok(Command::Store(StoreOptions {
-                n: Some(7),
-                ..StoreOptions::default()
-            }))
+            Ok(Command::Run(
+                Workload::Store,
+                Options {
+                    n: Some(7),
+                    ..Options::default()
+                }
+            ))
         );
+        assert_eq!(
+            parse(&args("resources --backend s3 --json")),
+            Ok(Command::Run(
+                Workload::Resources,
+                Options {
+                    backend: Some(BackendKind::S3),
+                    n: None,
+                    json: true,
+                }
+            ))
+        );
+        assert_eq!(Workload::Resources.default_n(BackendKind::Memory), 2000);
+        assert_eq!(Workload::Resources.default_n(BackendKind::S3), 200);
+        assert_eq!(Workload::Store.default_n(BackendKind::Memory), 20_000);
     }
 
     #[test]
     fn help_and_errors() {
         assert_eq!(parse(&args("store --help")), Ok(Command::Help));
-        assert_eq!(parse(&args("resources")), Ok(Command::Resources));
+        assert_eq!(
+            parse(&args("resources")),
+            Ok(Command::Run(Workload::Resources, Options::default()))
+        );
+        assert!(parse(&args("resources --bogus")).is_err());
         assert!(parse(&args("")).is_err());
         assert!(parse(&args("nope")).is_err());
         assert!(parse(&args("store --n 0")).is_err());

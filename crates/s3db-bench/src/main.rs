@@ -2,31 +2,31 @@
 //!
 //! ```text
 //! cargo run --release -p s3db-bench -- store [--backend memory|file|s3] [--n N] [--json]
-//! cargo run --release -p s3db-bench -- resources
+//! cargo run --release -p s3db-bench -- resources [--backend memory|file|s3] [--n N] [--json]
 //! ```
 //!
-//! `cargo xtask bench store` runs the same command with `S3DB_TEST_S3` pointing at the S3 test
-//! server. The `store` workload measures the storage layer ([`s3db_core::Store`]) next to the raw
-//! `object_store` of the same backend; see [`store_workload`] for the phases and [`report`] for the
-//! output.
+//! `cargo xtask bench <workload>` runs the same command with `S3DB_TEST_S3` pointing at the S3
+//! test server. The `store` workload measures the storage layer ([`s3db_core::Store`]) next to the
+//! raw `object_store` of the same backend (see [`store_workload`]); the `resources` workload runs
+//! the original s3db.js's standard workload on the resource model (see [`resources_workload`] and
+//! [`original`]). [`report`] prints either.
 
 mod backend;
 mod cli;
 mod measure;
+mod original;
 mod report;
+mod resources_workload;
 mod store_workload;
 
 use std::process::ExitCode;
 
 use crate::backend::{BackendKind, Prepared};
-use crate::cli::{Command, StoreOptions, USAGE};
+use crate::cli::{Command, Options, USAGE, Workload};
 use crate::measure::BoxError;
 
-/// Exit status for usage errors and for workloads that cannot run yet.
+/// Exit status for usage errors.
 const EXIT_USAGE: u8 = 2;
-
-/// Message of the `resources` workload until the resource model exists.
-const RESOURCES_UNAVAILABLE: &str = "the resources workload needs the resource model (issue 3: Database, create_resource); not available yet";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,11 +42,7 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Command::Resources => {
-            eprintln!("{RESOURCES_UNAVAILABLE}");
-            ExitCode::from(EXIT_USAGE)
-        }
-        Command::Store(options) => match run_store(&options, &args) {
+        Command::Run(workload, options) => match run(workload, &options, &args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("s3db-bench: error: {err}");
@@ -56,8 +52,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the `store` workload on every selected backend and prints one report per backend.
-fn run_store(options: &StoreOptions, args: &[String]) -> Result<(), BoxError> {
+/// Runs `workload` on every selected backend and prints one report per backend.
+fn run(workload: Workload, options: &Options, args: &[String]) -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -68,7 +64,7 @@ fn run_store(options: &StoreOptions, args: &[String]) -> Result<(), BoxError> {
     };
     let run_id = backend::run_id();
     for kind in backends {
-        let n = options.n.unwrap_or_else(|| kind.default_n());
+        let n = options.n.unwrap_or_else(|| workload.default_n(kind));
         let target = match backend::prepare(kind, run_id)? {
             Prepared::Ready(target) => target,
             Prepared::Skipped(reason) => {
@@ -77,22 +73,40 @@ fn run_store(options: &StoreOptions, args: &[String]) -> Result<(), BoxError> {
             }
         };
         eprintln!(
-            "s3db-bench: store workload on {kind} ({}), n = {n} …",
+            "s3db-bench: {} workload on {kind} ({}), n = {n} …",
+            workload.name(),
             target.description()
         );
-        let result = runtime.block_on(store_workload::run(&target, n))?;
-        let header = report::Header::now(&command);
-        if options.json {
-            println!("{}", report::json(&header, &result));
-        } else {
-            println!("{}", report::markdown(&header, &result));
-        }
+        let outcome = runtime.block_on(async {
+            match workload {
+                Workload::Store => {
+                    let result = store_workload::run(&target, n).await?;
+                    let header = report::Header::now(&command);
+                    Ok::<_, BoxError>(if options.json {
+                        report::json(&header, &result).to_string()
+                    } else {
+                        report::markdown(&header, &result)
+                    })
+                }
+                Workload::Resources => {
+                    let result = resources_workload::run(&target, n).await?;
+                    let header = report::Header::now(&command);
+                    Ok(if options.json {
+                        report::resources_json(&header, &result).to_string()
+                    } else {
+                        report::resources_markdown(&header, &result)
+                    })
+                }
+            }
+        });
+        // Clean the S3 prefix up whatever the outcome.
         if kind == BackendKind::S3 {
-            match runtime.block_on(store_workload::clean_up(&target)) {
+            match runtime.block_on(backend::clean_up(&target)) {
                 Ok(deleted) => eprintln!("s3db-bench: deleted the {deleted} benchmark objects"),
                 Err(err) => eprintln!("s3db-bench: warning: cannot delete the objects: {err}"),
             }
         }
+        println!("{}", outcome?);
     }
     Ok(())
 }

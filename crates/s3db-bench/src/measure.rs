@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 /// Error type of the harness.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Tasks of the concurrent phases (of both workloads).
+pub const CONCURRENCY: usize = 32;
+
 /// What one phase cost on one side (storage layer or raw `object_store`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Measurement {

@@ -1,11 +1,20 @@
-//! Reports: a markdown table or one JSON object per backend.
+//! Reports: a markdown table or one JSON object per backend, for either workload.
 
 use std::fmt::Write as _;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::measure::Measurement;
-use crate::store_workload::{BackendResult, CONCURRENCY, Phase};
+use crate::backend::BackendKind;
+use crate::measure::{CONCURRENCY, Measurement};
+use crate::original::{self, Baseline};
+use crate::resources_workload::{BIO_CHARS, RAW_PUT_ROUNDS, ResourcesResult};
+use crate::store_workload::{BackendResult, Phase};
+
+/// Version of this implementation, as the `resources` JSON reports it (`"impl":"s3db-rs"`).
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The `insert_seq` ÷ raw put ratio the resource model aims at on memory.
+pub const INSERT_VS_RAW_PUT_TARGET: f64 = 0.5;
 
 /// What every report starts with: when, on what machine, with which command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +87,128 @@ pub fn json(header: &Header, result: &BackendResult) -> Value {
             "ratio": phase.ratio(),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The markdown report of the `resources` workload on one backend: a header line, one table row
+/// per phase next to the original's figure, and notes (raw put on memory, baseline on file).
+pub fn resources_markdown(header: &Header, result: &ResourcesResult) -> String {
+    let baseline = Baseline::of(result.backend);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### {} (`{}`)\n\n{} · machine: {} cores · N = {} (body-overflow, partition byRegion, \
+         {BIO_CHARS}-character bio; concurrent phases: {CONCURRENCY} tasks) · `{}`\n",
+        result.backend, result.connection, header.date, header.cores, result.n, header.command
+    );
+    out.push_str(
+        "| phase | ops/s | ms | requests | req/op | original ops/s | speed-up (ours/original) | original req/op | requests by kind |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for phase in &result.phases {
+        let m = &phase.measurement;
+        let figure = original::figure(baseline, phase.name);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+            phase.name,
+            rate(m.ops_per_s()),
+            m.ms(),
+            m.requests,
+            per_op(m.requests_per_op()),
+            figure.map_or_else(dash, |f| rate(f.ops_per_s)),
+            figure.map_or_else(dash, |f| format!("{:.1}×", m.ops_per_s() / f.ops_per_s)),
+            figure.map_or_else(dash, |f| format!("{:.1}", f.req_per_op)),
+            by_kind(&phase.requests),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n`list` and `query_partition` count records as operations (ops/s = records/s), as the \
+         original does; `count` is one operation, and the original published no figure for it. \
+         Original: {}, {} column{}.",
+        original::ORIGINAL,
+        baseline.describe(),
+        if result.backend == BackendKind::File {
+            " (it has no figures on a local folder)"
+        } else {
+            ""
+        }
+    );
+    if let (Some(raw), Some(ratio)) = (result.raw_put, result.insert_vs_raw_put()) {
+        let _ = writeln!(
+            out,
+            "\nRaw `object_store` put on the same memory bucket ({} sequential puts of a \
+             200-byte body with 3 metadata entries, median of {RAW_PUT_ROUNDS} rounds): {} ops/s \
+             ({:.1} ms). `insert_seq` ÷ raw put = **{ratio:.2}** (target ≥ {INSERT_VS_RAW_PUT_TARGET}).",
+            raw.ops,
+            rate(raw.ops_per_s()),
+            raw.ms(),
+        );
+    }
+    out
+}
+
+/// The JSON report of the `resources` workload on one backend (one line): the object of the
+/// workload's specification, plus the run's details.
+pub fn resources_json(header: &Header, result: &ResourcesResult) -> Value {
+    let baseline = Baseline::of(result.backend);
+    let phases: Map<String, Value> = result
+        .phases
+        .iter()
+        .map(|phase| {
+            let m = &phase.measurement;
+            let figure = original::figure(baseline, phase.name);
+            let kinds: Map<String, Value> = phase
+                .requests
+                .iter()
+                .map(|(kind, n)| (kind.as_str().to_owned(), json!(n)))
+                .collect();
+            (
+                phase.name.to_owned(),
+                json!({
+                    "ops_per_s": m.ops_per_s(),
+                    "ms": m.ms(),
+                    "requests": m.requests,
+                    "req_per_op": m.requests_per_op(),
+                    "ops": m.ops,
+                    "requests_by_kind": kinds,
+                    "original_ops_per_s": figure.map(|f| f.ops_per_s),
+                    "original_req_per_op": figure.map(|f| f.req_per_op),
+                    "speed_up": figure.map(|f| m.ops_per_s() / f.ops_per_s),
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "impl": "s3db-rs",
+        "version": VERSION,
+        "conn": result.backend.name(),
+        "n": result.n,
+        "phases": phases,
+        "workload": "resources",
+        "connection": result.connection,
+        "concurrency": CONCURRENCY,
+        "original": original::ORIGINAL,
+        "original_column": baseline.describe(),
+        "raw_put": result.raw_put.as_ref().map(side),
+        "insert_vs_raw_put": result.insert_vs_raw_put(),
+        "date": header.date,
+        "cores": header.cores,
+        "command": header.command,
+    })
+}
+
+/// Requests by kind: `2000 GET + 2000 PUT`.
+fn by_kind(stats: &s3db_core::RequestStats) -> String {
+    let parts: Vec<String> = stats
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    if parts.is_empty() {
+        dash()
+    } else {
+        parts.join(" + ")
+    }
 }
 
 /// One side of a phase in JSON.

@@ -25,10 +25,7 @@ use s3db_core::store::open_object_store;
 use s3db_core::{ETag, Key, Metadata, Store};
 
 use crate::backend::{BackendKind, Target};
-use crate::measure::{BoxError, Measurement, concurrently};
-
-/// Tasks of the concurrent phases.
-pub const CONCURRENCY: usize = 32;
+use crate::measure::{BoxError, CONCURRENCY, Measurement, concurrently};
 
 /// Body size of every object, in bytes.
 pub const BODY_BYTES: usize = 200;
@@ -67,8 +64,8 @@ pub struct BackendResult {
     pub phases: Vec<Phase>,
 }
 
-/// The data both sides write.
-struct Payload {
+/// The data both sides write (also the raw put of the `resources` workload).
+pub struct Payload {
     /// Body of the puts.
     body: Bytes,
     /// Body of the updates (different, so S3 gives a new ETag).
@@ -82,7 +79,8 @@ struct Payload {
 }
 
 impl Payload {
-    fn new() -> Self {
+    /// The bodies and metadata of the workload.
+    pub fn new() -> Self {
         let body = |fill: u8| {
             let mut body = br#"{"id":"bench","data":""#.to_vec();
             body.resize(BODY_BYTES - 2, fill);
@@ -260,18 +258,8 @@ pub async fn run(target: &Target, n: usize) -> Result<BackendResult, BoxError> {
     })
 }
 
-/// Deletes every object of the run (layer and raw); returns how many.
-pub async fn clean_up(target: &Target) -> Result<usize, BoxError> {
-    let store = Store::builder(target.base.clone()).build()?;
-    let keys = store.list_keys(None).await?;
-    for result in store.delete_many(&keys, CONCURRENCY).await {
-        result?;
-    }
-    Ok(keys.len())
-}
-
 /// `prefix-00000`, `prefix-00001`, … (`n` names).
-fn names(prefix: &str, n: usize) -> impl Iterator<Item = String> + '_ {
+pub fn names(prefix: &str, n: usize) -> impl Iterator<Item = String> + '_ {
     (0..n).map(move |i| format!("{prefix}-{i:05}"))
 }
 
@@ -331,7 +319,7 @@ async fn layer_put(
 }
 
 /// Sequential raw puts with the same metadata as attributes.
-async fn raw_put(
+pub async fn raw_put(
     raw: &Arc<dyn ObjectStore>,
     paths: &[Path],
     payload: &Payload,

@@ -4,7 +4,7 @@ pub use s3db_core::{
     Behavior, ConnectionString, Database, DatabaseBuilder, Document, ETag, Error, FieldError,
     Filter, Key, ListEntry, ListPage, Metadata, Object, ObjectHead, Page, PageResult, Record,
     RequestKind, RequestStats, Resource, ResourceConfig, Result, Store, TypedResource, codec,
-    connection, database, error, key, resource, schema, secret, store,
+    connection, database, error, key, plugin, resource, schema, secret, store,
 };
 
 /// The core crate, for plugin authors and advanced use.

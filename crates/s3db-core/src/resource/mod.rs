@@ -643,9 +643,22 @@ impl Resource {
         ])
     }
 
-    fn emit(&self, event: Event) {
-        let _ = self.inner.shared.events.send(event.clone());
-        let _ = self.inner.events.send(event);
+    /// Broadcasts an event, building it only when someone listens.
+    fn emit(&self, event: impl FnOnce() -> Event) {
+        let to_db = self.inner.shared.events.receiver_count() > 0;
+        let to_resource = self.inner.events.receiver_count() > 0;
+        if !(to_db || to_resource) {
+            return;
+        }
+        let event = event();
+        if to_db && to_resource {
+            let _ = self.inner.shared.events.send(event.clone());
+            let _ = self.inner.events.send(event);
+        } else if to_db {
+            let _ = self.inner.shared.events.send(event);
+        } else {
+            let _ = self.inner.events.send(event);
+        }
     }
 
     async fn do_insert(&self, id: Option<String>, data: Document) -> Result<Record> {
@@ -688,10 +701,9 @@ impl Resource {
         self.write_references(&def, &record.id, None, Some(&record.data))
             .await?;
         self.report_encoding(&record.id, &encoded);
-        let record_arc = Arc::new(record.clone());
-        self.emit(Event::Inserted {
+        self.emit(|| Event::Inserted {
             resource: self.name().to_owned(),
-            record: record_arc,
+            record: Arc::new(record.clone()),
         });
         for (_, h) in hooks.iter() {
             h.after_insert(self.name(), &record).await?;
@@ -828,7 +840,7 @@ impl Resource {
                     self.write_references(&def, &id, Some(&before.data), Some(&after.data))
                         .await?;
                     self.report_encoding(&id, &encoded);
-                    self.emit(Event::Updated {
+                    self.emit(|| Event::Updated {
                         resource: self.name().to_owned(),
                         before: Arc::new(before.clone()),
                         after: Arc::new(after.clone()),
@@ -880,7 +892,7 @@ impl Resource {
         self.write_references(def, id, None, Some(&record.data))
             .await?;
         self.report_encoding(id, &encoded);
-        self.emit(Event::Inserted {
+        self.emit(|| Event::Inserted {
             resource: self.name().to_owned(),
             record: Arc::new(record.clone()),
         });
@@ -925,7 +937,7 @@ impl Resource {
             self.write_references(&def, id, Some(&record.data), None)
                 .await?;
         }
-        self.emit(Event::Deleted {
+        self.emit(|| Event::Deleted {
             resource: self.name().to_owned(),
             id: id.to_owned(),
             record: record.clone().map(Arc::new),
@@ -1126,10 +1138,13 @@ impl Resource {
     }
 
     fn encode(&self, def: &Definition, data: &Document) -> Result<codec::Encoded> {
+        if !def.has_secrets {
+            return codec::encode(data, &def.fields, def.behavior, &[("_v", def.version.clone())]);
+        }
         let mut stored = data.clone();
         if let Some(key) = &self.inner.shared.secret {
             secret::encrypt_fields(&def.schema, &mut stored, key)?;
-        } else if def.has_secrets {
+        } else {
             return Err(Error::Refused {
                 operation: "write",
                 reason: format!(
@@ -1179,13 +1194,13 @@ impl Resource {
 
     fn report_encoding(&self, id: &str, encoded: &codec::Encoded) {
         if encoded.overflowed {
-            self.emit(Event::MetadataOverflow {
+            self.emit(|| Event::MetadataOverflow {
                 resource: self.name().to_owned(),
                 id: id.to_owned(),
             });
         }
         if !encoded.truncated.is_empty() {
-            self.emit(Event::Truncated {
+            self.emit(|| Event::Truncated {
                 resource: self.name().to_owned(),
                 id: id.to_owned(),
                 fields: encoded.truncated.clone(),
