@@ -70,3 +70,66 @@ impl Drop for Workers {
         }
     }
 }
+
+/// Appends `line` (a newline is added) to the file at `path`, creating it: opened in append mode
+/// for this one line and written with a single `write` call, so lines of concurrent writers (other
+/// processes too) never interleave.
+///
+/// # Errors
+/// If the file cannot be opened or the line is not written whole.
+pub fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let text = format!("{line}\n");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let written = file.write(text.as_bytes())?;
+    if written == text.len() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "short write: {written} of {} bytes",
+            text.len()
+        )))
+    }
+}
+
+/// Checks a log of critical sections written by lock holders: lines `start <worker> <n>` and
+/// `end <worker> <n>` must strictly alternate, each `end` matching the `start` before it (so no
+/// two holders were ever inside at once). Returns the number of critical sections.
+///
+/// # Errors
+/// A description of the first violation (with its line number).
+pub fn check_exclusive_log(text: &str) -> Result<usize, String> {
+    let mut open: Option<(String, String)> = None;
+    let mut sections = 0;
+    for (i, line) in text.lines().enumerate() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let &[what, worker, n] = fields.as_slice() else {
+            return Err(format!("line {}: malformed {line:?}", i + 1));
+        };
+        match (what, open.take()) {
+            ("start", None) => open = Some((worker.to_owned(), n.to_owned())),
+            ("start", Some((w, m))) => {
+                return Err(format!(
+                    "line {}: {line:?} while {w} {m} was still inside (overlap)",
+                    i + 1
+                ));
+            }
+            ("end", Some((w, m))) if w == worker && m == n => sections += 1,
+            ("end", Some((w, m))) => {
+                return Err(format!(
+                    "line {}: {line:?} but {w} {m} was the one inside (overlap)",
+                    i + 1
+                ));
+            }
+            ("end", None) => return Err(format!("line {}: {line:?} without a start", i + 1)),
+            _ => return Err(format!("line {}: malformed {line:?}", i + 1)),
+        }
+    }
+    match open {
+        Some((w, m)) => Err(format!("{w} {m} never ended")),
+        None => Ok(sections),
+    }
+}

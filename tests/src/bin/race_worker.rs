@@ -7,9 +7,18 @@
 //!
 //! - `race_worker create-resource <connection string> <name>`: creates a resource.
 //!
+//! - `race_worker plugin-counter <connection string> <slug> <path> <rounds>`: increments the
+//!   `PluginStorage` counter at `plugin=<slug>/<path>` (`path` is `/`-separated) `rounds` times.
+//! - `race_worker plugin-lock <connection string> <slug> <lock> <rounds> <log file> <worker>`:
+//!   `rounds` times, acquires the `PluginStorage` lock `<lock>` (waiting up to 5 minutes), appends
+//!   `start <worker> <n>` to the log, sleeps 1 ms, appends `end <worker> <n>`, releases.
+//!
 //! Exits 0, or 1 on error.
 
 use s3db_core::testing::conformance::increment_counter;
+use std::time::Duration;
+
+use s3db_core::plugin::{LockOptions, PluginStorage};
 use s3db_core::{Database, Key, Store};
 
 #[tokio::main(flavor = "current_thread")]
@@ -54,6 +63,39 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         }
-        _ => Err("usage: race_worker counter <conn> <key> <rounds> | update-field <conn> <resource> <id> <field> <rounds>".into()),
+        [mode, conn, slug, path, rounds] if mode == "plugin-counter" => {
+            let storage = PluginStorage::new(Store::open(conn.as_str())?, slug)?;
+            let parts: Vec<&str> = path.split('/').collect();
+            let key = storage.key(None, &parts)?;
+            let rounds: usize = rounds.parse()?;
+            for _ in 0..rounds {
+                storage.increment(&key, 1).await?;
+            }
+            Ok(())
+        }
+        [mode, conn, slug, lock, rounds, log, worker] if mode == "plugin-lock" => {
+            let storage = PluginStorage::new(Store::open(conn.as_str())?, slug)?;
+            let rounds: usize = rounds.parse()?;
+            let log = std::path::Path::new(log);
+            for n in 0..rounds {
+                let opts = LockOptions::new()
+                    .ttl(Duration::from_secs(60))
+                    .timeout(Duration::from_secs(300))
+                    .owner(worker.as_str());
+                let guard = storage
+                    .acquire_lock(lock, opts)
+                    .await?
+                    .ok_or_else(|| format!("{worker}: lock {lock} not acquired in 5 minutes"))?;
+                s3db_tests::append_line(log, &format!("start {worker} {n}"))?;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                s3db_tests::append_line(log, &format!("end {worker} {n}"))?;
+                guard.release().await?;
+            }
+            Ok(())
+        }
+        _ => Err("usage: race_worker counter <conn> <key> <rounds> | update-field <conn> <resource> <id> <field> <rounds> \
+                  | create-resource <conn> <name> | plugin-counter <conn> <slug> <path> <rounds> \
+                  | plugin-lock <conn> <slug> <lock> <rounds> <log> <worker>"
+            .into()),
     }
 }

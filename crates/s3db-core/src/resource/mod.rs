@@ -1139,7 +1139,12 @@ impl Resource {
 
     fn encode(&self, def: &Definition, data: &Document) -> Result<codec::Encoded> {
         if !def.has_secrets {
-            return codec::encode(data, &def.fields, def.behavior, &[("_v", def.version.clone())]);
+            return codec::encode(
+                data,
+                &def.fields,
+                def.behavior,
+                &[("_v", def.version.clone())],
+            );
         }
         let mut stored = data.clone();
         if let Some(key) = &self.inner.shared.secret {
