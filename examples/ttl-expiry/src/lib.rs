@@ -25,6 +25,41 @@ struct Config {
     interval: Duration,
 }
 
+/// The capability the plugin attaches to its resource; reach it with [`TtlExpiryExt`].
+#[derive(Debug, Clone)]
+pub struct TtlHandle {
+    config: Arc<Config>,
+    cx: PluginContext,
+}
+
+impl TtlHandle {
+    /// Whether a record of the resource has expired now.
+    #[must_use]
+    pub fn is_expired(&self, record: &Record) -> bool {
+        self.config.is_expired(record, Utc::now())
+    }
+
+    /// Sweeps once now (see [`TtlExpiry::sweep`]).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn sweep(&self) -> Result<Sweep> {
+        sweep(&self.config, &self.cx).await
+    }
+}
+
+/// Adds `resource.ttl_expiry()` to resources: the plugin's handle, when it is installed on them.
+pub trait TtlExpiryExt {
+    /// The TTL handle of this resource, if the plugin is installed for it.
+    fn ttl_expiry(&self) -> Option<Arc<TtlHandle>>;
+}
+
+impl TtlExpiryExt for Resource {
+    fn ttl_expiry(&self) -> Option<Arc<TtlHandle>> {
+        self.extension::<TtlHandle>()
+    }
+}
+
 /// What one sweep did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sweep {
@@ -208,7 +243,19 @@ impl Plugin for TtlExpiry {
             let cx = setup_cx.clone();
             let config = Arc::clone(&config);
             async move {
-                cx.add_middleware(&resource, HideExpired { config });
+                cx.add_middleware(
+                    &resource,
+                    HideExpired {
+                        config: Arc::clone(&config),
+                    },
+                );
+                cx.add_resource_extension(
+                    &resource,
+                    TtlHandle {
+                        config,
+                        cx: cx.clone(),
+                    },
+                );
                 Ok(())
             }
         })

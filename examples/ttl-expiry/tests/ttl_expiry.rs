@@ -6,7 +6,7 @@ use std::time::Duration;
 use s3db_core::testing::TestStore;
 use s3db_core::testing::plugin_conformance::{PluginCase, check_plugin};
 use s3db_core::{Database, Error, Filter, ResourceConfig};
-use s3db_ttl_expiry::{Sweep, TtlExpiry};
+use s3db_ttl_expiry::{Sweep, TtlExpiry, TtlExpiryExt};
 use serde_json::json;
 
 type TestResult = Result<(), Error>;
@@ -84,9 +84,18 @@ async fn hides_expired_records_at_once_and_sweeps_them() -> TestResult {
     assert_eq!(listed, ["new"]);
     assert_eq!(sessions.query(Filter::eq("user", "ann")).await?.len(), 0);
     assert_eq!(sessions.count().await?, 2, "hidden, not yet deleted");
-    assert_eq!(p.sweep(&db).await?, Sweep::Deleted(1));
+    // The capability on the resource itself, through the extension trait.
+    let handle = sessions
+        .ttl_expiry()
+        .unwrap_or_else(|| panic!("installed on sessions"));
+    assert_eq!(handle.sweep().await?, Sweep::Deleted(1));
     assert_eq!(sessions.count().await?, 1);
     assert_eq!(p.sweep(&db).await?, Sweep::Deleted(0));
+    db.uninstall_plugin("ttl-expiry:sessions", false).await?;
+    assert!(
+        sessions.ttl_expiry().is_none(),
+        "uninstall removes the capability"
+    );
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! What a plugin gets to work with: the database, its storage, and registration helpers that
 //! remember everything so uninstall can remove it.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,7 @@ struct Inner {
 struct Registrations {
     resource_hooks: Vec<(Resource, HookId)>,
     middleware: Vec<(Resource, HookId)>,
+    extensions: Vec<(Resource, TypeId)>,
     database_hooks: Vec<HookId>,
     internal_resources: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
@@ -117,6 +119,15 @@ impl PluginContext {
         let id = resource.add_middleware(middleware);
         self.registrations().middleware.push((resource.clone(), id));
         id
+    }
+
+    /// Attaches a typed capability to a resource, found again with [`Resource::extension`]
+    /// (one value per type and resource); removed again at uninstall.
+    pub fn add_resource_extension<T: Any + Send + Sync>(&self, resource: &Resource, value: T) {
+        let type_id = resource.insert_extension(Arc::new(value));
+        self.registrations()
+            .extensions
+            .push((resource.clone(), type_id));
     }
 
     /// Adds database hooks; removed again at uninstall.
@@ -251,14 +262,18 @@ impl PluginContext {
 
     /// Removes every hook, middleware and database hook the plugin registered.
     pub(crate) fn remove_registrations(&self) {
-        let (hooks, middleware, database_hooks) = {
+        let (hooks, middleware, extensions, database_hooks) = {
             let mut r = self.registrations();
             (
                 std::mem::take(&mut r.resource_hooks),
                 std::mem::take(&mut r.middleware),
+                std::mem::take(&mut r.extensions),
                 std::mem::take(&mut r.database_hooks),
             )
         };
+        for (resource, type_id) in extensions {
+            resource.remove_extension(type_id);
+        }
         for (resource, id) in hooks {
             resource.remove_hooks(id);
         }

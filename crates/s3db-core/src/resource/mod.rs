@@ -8,7 +8,8 @@ pub mod partition;
 mod record;
 mod typed;
 
-use std::collections::BTreeMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -145,6 +146,7 @@ struct ResourceInner {
     middleware: Registry<dyn Middleware>,
     events: broadcast::Sender<Event>,
     data_prefix: Key,
+    extensions: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
 impl fmt::Debug for Resource {
@@ -169,6 +171,7 @@ impl Resource {
                 middleware: Registry::default(),
                 events,
                 data_prefix,
+                extensions: RwLock::new(HashMap::new()),
             }),
         })
     }
@@ -259,6 +262,49 @@ impl Resource {
     /// Removes middleware; returns whether it was there.
     pub fn remove_middleware(&self, id: HookId) -> bool {
         self.inner.middleware.remove(id)
+    }
+
+    /// A typed capability a plugin attached to this resource (see
+    /// [`crate::plugin::PluginContext::add_resource_extension`]); plugin crates wrap this in an
+    /// extension trait, e.g. `wallets.eventual("balance")`.
+    #[must_use]
+    pub fn extension<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let extensions = self
+            .inner
+            .extensions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        extensions
+            .get(&TypeId::of::<T>())
+            .and_then(|e| Arc::clone(e).downcast::<T>().ok())
+    }
+
+    pub(crate) fn insert_extension(&self, value: Arc<dyn Any + Send + Sync>) -> TypeId {
+        let type_id = (*value).type_id();
+        self.inner
+            .extensions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(type_id, value);
+        type_id
+    }
+
+    pub(crate) fn remove_extension(&self, type_id: TypeId) {
+        self.inner
+            .extensions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&type_id);
+    }
+
+    /// How many typed capabilities plugins attached (for plugin conformance checks).
+    #[must_use]
+    pub fn extension_count(&self) -> usize {
+        self.inner
+            .extensions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// How many hook sets and middleware are registered (for plugin conformance checks).

@@ -5,7 +5,8 @@
 //!    `Stopped`, `BeforeUninstall`, (`DataPurged`), `Uninstalled` on uninstall;
 //! 2. **deferred setup**: installed before its resource exists or after, the plugin registers the
 //!    same hooks and middleware on it, and the exercise works in both orders;
-//! 3. **clean uninstall**: no hook, middleware, database hook or task of the plugin remains;
+//! 3. **clean uninstall**: no hook, middleware, resource extension, database hook or task of the
+//!    plugin remains;
 //! 4. **purge**: with `purge_data`, nothing is left under its storage prefixes or its `plg_*`
 //!    resources, and the user's records are untouched; without it, its data stays.
 
@@ -73,7 +74,11 @@ pub async fn check_plugin<P: Plugin>(case: &PluginCase<P>) -> Result<()> {
     // 1 + 3 + 4: install after the resource exists, exercise, uninstall with purge.
     let db = fresh_db("conformance-a").await?;
     let resource = db.create_resource(case.resource.clone()).await?;
-    let baseline = (resource.interceptor_count(), db.hook_count());
+    let baseline = (
+        resource.interceptor_count(),
+        resource.extension_count(),
+        db.hook_count(),
+    );
     let mut events = db.subscribe();
     db.use_plugin((case.make)()).await?;
     assert_eq!(
@@ -85,7 +90,7 @@ pub async fn check_plugin<P: Plugin>(case: &PluginCase<P>) -> Result<()> {
         ],
         "{name}: install lifecycle order"
     );
-    let installed_after = resource.interceptor_count();
+    let installed_after = (resource.interceptor_count(), resource.extension_count());
     (case.exercise)(db.clone(), resource.clone()).await?;
     let cx = db
         .plugin_context(&name)
@@ -112,9 +117,13 @@ pub async fn check_plugin<P: Plugin>(case: &PluginCase<P>) -> Result<()> {
     );
     assert!(purged, "{name}: purge emits DataPurged");
     assert_eq!(
-        (resource.interceptor_count(), db.hook_count()),
+        (
+            resource.interceptor_count(),
+            resource.extension_count(),
+            db.hook_count()
+        ),
         baseline,
-        "{name}: uninstall leaves no hooks or middleware behind"
+        "{name}: uninstall leaves no hooks, middleware, extensions or database hooks behind"
     );
     assert_eq!(cx.running_tasks(), 0, "{name}: uninstall stops every task");
     assert!(
@@ -145,9 +154,9 @@ pub async fn check_plugin<P: Plugin>(case: &PluginCase<P>) -> Result<()> {
     db.use_plugin((case.make)()).await?;
     let resource = db.create_resource(case.resource.clone()).await?;
     assert_eq!(
-        resource.interceptor_count(),
+        (resource.interceptor_count(), resource.extension_count()),
         installed_after,
-        "{name}: deferred setup registers the same hooks and middleware as immediate setup"
+        "{name}: deferred setup registers the same hooks, middleware and extensions as immediate setup"
     );
     (case.exercise)(db.clone(), resource.clone()).await?;
 
