@@ -23,8 +23,9 @@ struct Scale {
     counter: (usize, usize),
     /// Concurrent tasks × acquisitions each.
     lock: (usize, usize),
-    /// Rounds of each of the [`PROCESSES`] worker processes, for counters and for locks.
-    process_counter: usize,
+    /// Tasks in each of the [`PROCESSES`] worker processes, and rounds of each task, for counters.
+    process_counter: (usize, usize),
+    /// Rounds of each of the [`PROCESSES`] worker processes, for locks.
     process_lock: usize,
     /// Longest pause of a waiting lock contender.
     max_backoff: Duration,
@@ -33,7 +34,7 @@ struct Scale {
 const LOCAL: Scale = Scale {
     counter: (16, 50),
     lock: (16, 50),
-    process_counter: 50,
+    process_counter: (16, 50),
     process_lock: 50,
     max_backoff: Duration::from_millis(20),
 };
@@ -41,7 +42,7 @@ const LOCAL: Scale = Scale {
 const S3: Scale = Scale {
     counter: (8, 10),
     lock: (4, 10),
-    process_counter: 10,
+    process_counter: (4, 10),
     process_lock: 10,
     max_backoff: Duration::from_millis(50),
 };
@@ -903,7 +904,7 @@ fn assert_succeeded(statuses: &[(String, ExitStatus)]) {
     }
 }
 
-async fn process_counter(t: TestStore, rounds: usize) -> Result<()> {
+async fn process_counter(t: TestStore, (tasks, rounds): (usize, usize)) -> Result<()> {
     let conn = t.conn.to_string_with_secrets();
     let started = Instant::now();
     let workers = spawn_workers(|_| {
@@ -913,6 +914,7 @@ async fn process_counter(t: TestStore, rounds: usize) -> Result<()> {
             "procs",
             "counters/total",
             &rounds.to_string(),
+            &tasks.to_string(),
         ]
         .map(str::to_owned)
         .to_vec()
@@ -920,9 +922,12 @@ async fn process_counter(t: TestStore, rounds: usize) -> Result<()> {
     assert_succeeded(&wait(workers, Duration::from_secs(300)).await);
     let s = storage(&t, "procs");
     let total = s.counter(&s.key(None, &["counters", "total"])?).await?;
-    assert_eq!(total, i64::try_from(PROCESSES * rounds).unwrap_or(i64::MAX));
+    assert_eq!(
+        total,
+        i64::try_from(PROCESSES * tasks * rounds).unwrap_or(i64::MAX)
+    );
     eprintln!(
-        "{}: {PROCESSES} processes × {rounds} increments in {:?}",
+        "{}: {PROCESSES} processes × {tasks} tasks × {rounds} increments in {:?}",
         t.conn,
         started.elapsed()
     );

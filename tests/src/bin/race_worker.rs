@@ -7,8 +7,9 @@
 //!
 //! - `race_worker create-resource <connection string> <name>`: creates a resource.
 //!
-//! - `race_worker plugin-counter <connection string> <slug> <path> <rounds>`: increments the
-//!   `PluginStorage` counter at `plugin=<slug>/<path>` (`path` is `/`-separated) `rounds` times.
+//! - `race_worker plugin-counter <connection string> <slug> <path> <rounds> <tasks>`: `tasks`
+//!   concurrent tasks each increment the `PluginStorage` counter at `plugin=<slug>/<path>` (`path`
+//!   is `/`-separated) `rounds` times.
 //! - `race_worker plugin-lock <connection string> <slug> <lock> <rounds> <log file> <worker>`:
 //!   `rounds` times, acquires the `PluginStorage` lock `<lock>` (waiting up to 5 minutes), appends
 //!   `start <worker> <n>` to the log, sleeps 1 ms, appends `end <worker> <n>`, releases.
@@ -63,13 +64,26 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         }
-        [mode, conn, slug, path, rounds] if mode == "plugin-counter" => {
+        [mode, conn, slug, path, rounds, tasks] if mode == "plugin-counter" => {
             let storage = PluginStorage::new(Store::open(conn.as_str())?, slug)?;
             let parts: Vec<&str> = path.split('/').collect();
             let key = storage.key(None, &parts)?;
             let rounds: usize = rounds.parse()?;
-            for _ in 0..rounds {
-                storage.increment(&key, 1).await?;
+            let tasks: usize = tasks.parse()?;
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| {
+                    let storage = storage.clone();
+                    let key = key.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..rounds {
+                            storage.increment(&key, 1).await?;
+                        }
+                        Ok::<_, s3db_core::Error>(())
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.await??;
             }
             Ok(())
         }
