@@ -598,6 +598,7 @@ impl Database {
         else {
             return Ok(());
         };
+        self.plugin_event(name, PluginEvent::BeforeStart);
         if let Err(e) = entry.plugin.start(&entry.cx).await {
             // Roll the whole plugin back: it is not left half-running.
             entry.cx.stop_tasks().await;
@@ -620,6 +621,7 @@ impl Database {
     }
 
     async fn stop(&self, entry: &Installed) -> Result<()> {
+        self.plugin_event(entry.plugin.name(), PluginEvent::BeforeStop);
         let result = entry.plugin.stop(&entry.cx).await;
         entry.cx.stop_tasks().await;
         if let Some(p) = self

@@ -425,8 +425,12 @@ pub enum PluginEvent {
     BeforeInstall,
     /// Installed.
     Installed,
+    /// About to start.
+    BeforeStart,
     /// Started.
     Started,
+    /// About to stop.
+    BeforeStop,
     /// Stopped.
     Stopped,
     /// About to uninstall.

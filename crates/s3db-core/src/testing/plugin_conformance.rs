@@ -1,8 +1,8 @@
 //! The plugin conformance suite: what every plugin crate must satisfy, whoever wrote it.
 //!
 //! [`check_plugin`] installs the plugin on fresh in-memory databases and checks:
-//! 1. **lifecycle order**: `BeforeInstall`, `Installed`, `Started` on install;
-//!    `Stopped`, `BeforeUninstall`, (`DataPurged`), `Uninstalled` on uninstall;
+//! 1. **lifecycle order**: `BeforeInstall`, `Installed`, `BeforeStart`, `Started` on install;
+//!    `BeforeStop`, `Stopped`, `BeforeUninstall`, (`DataPurged`), `Uninstalled` on uninstall;
 //! 2. **deferred setup**: installed before its resource exists or after, the plugin registers the
 //!    same hooks and middleware on it, and the exercise works in both orders;
 //! 3. **clean uninstall**: no hook, middleware, resource extension, database hook or task of the
@@ -86,6 +86,7 @@ pub async fn check_plugin<P: Plugin>(case: &PluginCase<P>) -> Result<()> {
         [
             PluginEvent::BeforeInstall,
             PluginEvent::Installed,
+            PluginEvent::BeforeStart,
             PluginEvent::Started
         ],
         "{name}: install lifecycle order"
@@ -109,6 +110,7 @@ pub async fn check_plugin<P: Plugin>(case: &PluginCase<P>) -> Result<()> {
     assert_eq!(
         order,
         [
+            PluginEvent::BeforeStop,
             PluginEvent::Stopped,
             PluginEvent::BeforeUninstall,
             PluginEvent::Uninstalled
