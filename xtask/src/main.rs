@@ -24,9 +24,9 @@ Commands:
                            against it, stop the server (the command to run the
                            whole suite on a fresh machine)
   ci                       cargo fmt --check, cargo clippy -D warnings, then `test`
-  bench <store|resources> [ARGS...]
+  bench <store|resources|plugin-storage> [ARGS...]
                            start the test server, run
-                           `cargo run --release -p s3db-bench -- <store|resources> [ARGS...]`,
+                           `cargo run --release -p s3db-bench -- <workload> [ARGS...]`,
                            stop the server
   services up              install (first run only) and start moto on 127.0.0.1,
                            create bucket `s3db-test`, write target/services/services.env

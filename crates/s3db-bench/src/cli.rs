@@ -16,13 +16,20 @@ workloads:
   resources   the resource model, the standard workload of the original s3db.js
               (docs/benchmarks.md): insert_seq, get_seq, update_seq, count, list,
               query_partition, delete_seq, insert_conc, get_conc (32 tasks)
+  plugin-storage
+              PluginStorage counters and locks under contention: counter_1task,
+              counter_contended, lock_1task, lock_contended (T tasks on one counter or lock;
+              checks the final count and mutual exclusion)
 
-options (both workloads):
+options (every workload):
   --backend memory|file|s3   run one backend only (default: all three; s3 needs S3DB_TEST_S3,
                              e.g. http://KEY:SECRET@127.0.0.1:PORT/bucket)
-  --n N                      objects (store) or records (resources) per phase; default:
+  --n N                      objects (store), records (resources) or increments and
+                             acquisitions (plugin-storage) per phase; default:
                              store 20000 on memory, 2000 on file, 200 on s3;
-                             resources 2000 on memory and file, 200 on s3
+                             resources 2000 on memory and file, 200 on s3;
+                             plugin-storage 2000 on memory, 1000 on file, 100 on s3
+  --tasks T                  plugin-storage only: contending tasks (default 16; 4 on s3)
   --json                     one JSON object per backend instead of the markdown table
   -h, --help                 this text";
 
@@ -42,6 +49,8 @@ pub enum Workload {
     Store,
     /// The resource model, the original's standard workload ([`crate::resources_workload`]).
     Resources,
+    /// `PluginStorage` counters and locks under contention ([`crate::plugin_storage_workload`]).
+    PluginStorage,
 }
 
 impl Workload {
@@ -50,6 +59,7 @@ impl Workload {
         match self {
             Self::Store => "store",
             Self::Resources => "resources",
+            Self::PluginStorage => "plugin-storage",
         }
     }
 
@@ -62,6 +72,21 @@ impl Workload {
                 BackendKind::Memory | BackendKind::File => 2000,
                 BackendKind::S3 => 200,
             },
+            // The S3 test server does ~400 requests/s: 100 keeps each contended phase to a few
+            // seconds there.
+            Self::PluginStorage => match kind {
+                BackendKind::Memory => 2000,
+                BackendKind::File => 1000,
+                BackendKind::S3 => 100,
+            },
+        }
+    }
+
+    /// Contending tasks of the `plugin-storage` workload on `kind` when `--tasks` is not given.
+    pub fn default_tasks(self, kind: BackendKind) -> usize {
+        match kind {
+            BackendKind::Memory | BackendKind::File => 16,
+            BackendKind::S3 => 4,
         }
     }
 }
@@ -73,6 +98,8 @@ pub struct Options {
     pub backend: Option<BackendKind>,
     /// Objects per phase for every backend (`None`: the backend's default).
     pub n: Option<usize>,
+    /// Contending tasks of the `plugin-storage` workload (`None`: the backend's default).
+    pub tasks: Option<usize>,
     /// Print JSON instead of markdown.
     pub json: bool,
 }
@@ -101,8 +128,12 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         "help" => Ok(Command::Help),
         "store" => parse_options(rest).map(|o| Command::Run(Workload::Store, o)),
         "resources" => parse_options(rest).map(|o| Command::Run(Workload::Resources, o)),
+        "plugin-storage" => {
+            let options = parse_options(rest)?;
+            Ok(Command::Run(Workload::PluginStorage, options))
+        }
         other => Err(UsageError(format!(
-            "unknown workload `{other}`; expected `store` or `resources`"
+            "unknown workload `{other}`; expected `store`, `resources` or `plugin-storage`"
         ))),
     }
 }
@@ -132,22 +163,22 @@ fn parse_options(args: &[String]) -> Result<Options, UsageError> {
                 })?;
                 options.backend = Some(kind);
             }
-            "--n" => {
-                let value = value()?;
-                let n = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        UsageError(format!("`--n` needs a positive integer, got `{value}`"))
-                    })?;
-                options.n = Some(n);
-            }
+            "--n" => options.n = Some(positive(name, &value()?)?),
+            "--tasks" => options.tasks = Some(positive(name, &value()?)?),
             "--json" if inline.is_none() => options.json = true,
             other => return Err(UsageError(format!("unknown option `{other}`"))),
         }
     }
     Ok(options)
+}
+
+/// `value` as a positive integer, for option `name`.
+fn positive(name: &str, value: &str) -> Result<usize, UsageError> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| UsageError(format!("`{name}` needs a positive integer, got `{value}`")))
 }
 
 #[cfg(test)]
@@ -167,6 +198,7 @@ mod tests {
                 Options {
                     backend: Some(BackendKind::File),
                     n: Some(50),
+                    tasks: None,
                     json: true,
                 }
             ))
@@ -188,10 +220,30 @@ mod tests {
                 Options {
                     backend: Some(BackendKind::S3),
                     n: None,
+                    tasks: None,
                     json: true,
                 }
             ))
         );
+        assert_eq!(
+            parse(&args("plugin-storage --backend memory --n 64 --tasks 8")),
+            Ok(Command::Run(
+                Workload::PluginStorage,
+                Options {
+                    backend: Some(BackendKind::Memory),
+                    n: Some(64),
+                    tasks: Some(8),
+                    json: false,
+                }
+            ))
+        );
+        assert_eq!(Workload::PluginStorage.default_n(BackendKind::File), 1000);
+        assert_eq!(Workload::PluginStorage.default_n(BackendKind::S3), 100);
+        assert_eq!(
+            Workload::PluginStorage.default_tasks(BackendKind::Memory),
+            16
+        );
+        assert_eq!(Workload::PluginStorage.default_tasks(BackendKind::S3), 4);
         assert_eq!(Workload::Resources.default_n(BackendKind::Memory), 2000);
         assert_eq!(Workload::Resources.default_n(BackendKind::S3), 200);
         assert_eq!(Workload::Store.default_n(BackendKind::Memory), 20_000);
@@ -211,5 +263,6 @@ mod tests {
         assert!(parse(&args("store --n")).is_err());
         assert!(parse(&args("store --backend ftp")).is_err());
         assert!(parse(&args("store --bogus")).is_err());
+        assert!(parse(&args("plugin-storage --tasks 0")).is_err());
     }
 }

@@ -3,18 +3,21 @@
 //! ```text
 //! cargo run --release -p s3db-bench -- store [--backend memory|file|s3] [--n N] [--json]
 //! cargo run --release -p s3db-bench -- resources [--backend memory|file|s3] [--n N] [--json]
+//! cargo run --release -p s3db-bench -- plugin-storage [--backend …] [--n N] [--tasks T] [--json]
 //! ```
 //!
 //! `cargo xtask bench <workload>` runs the same command with `S3DB_TEST_S3` pointing at the S3
 //! test server. The `store` workload measures the storage layer ([`s3db_core::Store`]) next to the
 //! raw `object_store` of the same backend (see [`store_workload`]); the `resources` workload runs
 //! the original s3db.js's standard workload on the resource model (see [`resources_workload`] and
-//! [`original`]). [`report`] prints either.
+//! [`original`]); the `plugin-storage` workload measures `PluginStorage` counters and locks alone
+//! and under contention (see [`plugin_storage_workload`]). [`report`] prints any of them.
 
 mod backend;
 mod cli;
 mod measure;
 mod original;
+mod plugin_storage_workload;
 mod report;
 mod resources_workload;
 mod store_workload;
@@ -65,6 +68,9 @@ fn run(workload: Workload, options: &Options, args: &[String]) -> Result<(), Box
     let run_id = backend::run_id();
     for kind in backends {
         let n = options.n.unwrap_or_else(|| workload.default_n(kind));
+        let tasks = options
+            .tasks
+            .unwrap_or_else(|| workload.default_tasks(kind));
         let target = match backend::prepare(kind, run_id)? {
             Prepared::Ready(target) => target,
             Prepared::Skipped(reason) => {
@@ -95,6 +101,15 @@ fn run(workload: Workload, options: &Options, args: &[String]) -> Result<(), Box
                         report::resources_json(&header, &result).to_string()
                     } else {
                         report::resources_markdown(&header, &result)
+                    })
+                }
+                Workload::PluginStorage => {
+                    let result = plugin_storage_workload::run(&target, n, tasks).await?;
+                    let header = report::Header::now(&command);
+                    Ok(if options.json {
+                        report::plugin_storage_json(&header, &result).to_string()
+                    } else {
+                        report::plugin_storage_markdown(&header, &result)
                     })
                 }
             }

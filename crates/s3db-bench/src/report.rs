@@ -7,6 +7,9 @@ use serde_json::{Map, Value, json};
 use crate::backend::BackendKind;
 use crate::measure::{CONCURRENCY, Measurement};
 use crate::original::{self, Baseline};
+use crate::plugin_storage_workload::{
+    LOCK_MAX_BACKOFF, LOCK_TIMEOUT, LOCK_TTL, PhaseResult as StoragePhase, PluginStorageResult,
+};
 use crate::resources_workload::{BIO_CHARS, RAW_PUT_ROUNDS, ResourcesResult};
 use crate::store_workload::{BackendResult, Phase};
 
@@ -195,6 +198,108 @@ pub fn resources_json(header: &Header, result: &ResourcesResult) -> Value {
         "date": header.date,
         "cores": header.cores,
         "command": header.command,
+    })
+}
+
+/// The markdown report of the `plugin-storage` workload on one backend: a header line and one
+/// table row per phase.
+pub fn plugin_storage_markdown(header: &Header, result: &PluginStorageResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### {} (`{}`)\n\n{} · machine: {} cores · N = {} per phase · contended phases: {} tasks \
+         · locks: ttl {:?}, timeout {:?}, max backoff {:?} · `{}`\n",
+        result.backend,
+        result.connection,
+        header.date,
+        header.cores,
+        result.n,
+        result.tasks,
+        LOCK_TTL,
+        LOCK_TIMEOUT,
+        LOCK_MAX_BACKOFF,
+        header.command
+    );
+    out.push_str("| phase | ops/s | ms | requests | req/op | notes |\n");
+    out.push_str("|---|---:|---:|---:|---:|---|\n");
+    for phase in &result.phases {
+        let m = &phase.measurement;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {} | {} | {} |",
+            phase.name,
+            rate(m.ops_per_s()),
+            m.ms(),
+            m.requests,
+            per_op(m.requests_per_op()),
+            storage_notes(phase),
+        );
+    }
+    out.push_str(
+        "\nops are increments (counter phases) or acquire + release pairs (lock phases); failed \
+         conditional PUTs are the PUTs beyond one per increment or two per acquisition (a lost \
+         compare-and-swap, a create of a lease that exists, a lost takeover).\n",
+    );
+    out
+}
+
+/// The notes of a `plugin-storage` phase: tasks, requests by kind, failed writes, checks.
+fn storage_notes(phase: &StoragePhase) -> String {
+    let mut notes = vec![if phase.tasks == 1 {
+        "1 task".to_owned()
+    } else {
+        format!("{} tasks", phase.tasks)
+    }];
+    notes.push(by_kind(&phase.requests));
+    notes.push(format!("{} failed conditional PUTs", phase.failed_writes));
+    if let Some(value) = phase.final_value {
+        notes.push(format!("final value {value} ✓"));
+    }
+    if let Some(overlaps) = phase.overlaps {
+        notes.push(format!("overlaps {overlaps} ✓"));
+    }
+    if let Some(wait) = phase.max_wait {
+        notes.push(format!("longest op {:.1} ms", wait.as_secs_f64() * 1000.0));
+    }
+    notes.join("; ")
+}
+
+/// The JSON report of the `plugin-storage` workload on one backend (one line).
+pub fn plugin_storage_json(header: &Header, result: &PluginStorageResult) -> Value {
+    json!({
+        "workload": "plugin-storage",
+        "backend": result.backend.name(),
+        "connection": result.connection,
+        "n": result.n,
+        "tasks": result.tasks,
+        "lock_ttl_ms": LOCK_TTL.as_millis(),
+        "lock_timeout_ms": LOCK_TIMEOUT.as_millis(),
+        "lock_max_backoff_ms": LOCK_MAX_BACKOFF.as_millis(),
+        "date": header.date,
+        "cores": header.cores,
+        "command": header.command,
+        "phases": result.phases.iter().map(|phase| {
+            let m = &phase.measurement;
+            let kinds: Map<String, Value> = phase
+                .requests
+                .iter()
+                .map(|(kind, n)| (kind.as_str().to_owned(), json!(n)))
+                .collect();
+            json!({
+                "phase": phase.name,
+                "tasks": phase.tasks,
+                "ops": m.ops,
+                "ms": m.ms(),
+                "ops_per_s": m.ops_per_s(),
+                "requests": m.requests,
+                "requests_per_op": m.requests_per_op(),
+                "requests_by_kind": kinds,
+                "failed_conditional_puts": phase.failed_writes,
+                "final_value": phase.final_value,
+                "overlaps": phase.overlaps,
+                "max_op_ms": phase.max_wait.map(|w| w.as_secs_f64() * 1000.0),
+            })
+        }).collect::<Vec<_>>(),
     })
 }
 
