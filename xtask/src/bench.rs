@@ -25,18 +25,20 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<ExitCode, Error> {
         )));
     }
 
-    let env = services::up(root)
+    let server = services::up(root)
         .map_err(|err| format!("cannot start the S3/SQS test server for the benchmark: {err}"))?;
     let mut command = cmd::cargo(root);
     command
         .args(["run", "--release", "-p", "s3db-bench", "--"])
         .args(args)
-        .envs(env.iter().map(|(key, value)| (key, value)));
+        .envs(server.env.iter().map(|(key, value)| (key, value)));
     let shown = cmd::shown("cargo run --release -p s3db-bench --", args);
     let status = cmd::status(&mut command, &shown);
 
-    // Always stop the server, whatever the benchmark did.
-    if let Err(err) = services::down(root) {
+    // Always stop a server this run started, whatever the benchmark did.
+    if server.started_here
+        && let Err(err) = services::down(root)
+    {
         eprintln!("xtask: warning: cannot stop the S3/SQS test server: {err}");
     }
     Ok(cmd::exit_code(status?))

@@ -21,13 +21,13 @@ Usage: cargo xtask <command> [args]
 Commands:
   test [ARGS...]           start the S3/SQS test server, run
                            `cargo test --workspace --all-features [ARGS...]`
-                           against it, stop the server (the command to run the
+                           against it, stop the server if it started it (the command to run the
                            whole suite on a fresh machine)
   ci                       cargo fmt --check, cargo clippy -D warnings, then `test`
   bench <store|resources|plugin-storage> [ARGS...]
                            start the test server, run
                            `cargo run --release -p s3db-bench -- <workload> [ARGS...]`,
-                           stop the server
+                           stop the server if it started it
   services up              install (first run only) and start moto on 127.0.0.1,
                            create bucket `s3db-test`, write target/services/services.env
   services down            stop the test server

@@ -131,26 +131,37 @@ pub(crate) fn cli(root: &Path, args: &[String]) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A test server that `up` made sure of.
+pub(crate) struct Up {
+    /// The variables of `services.env`, for the environment of the tests.
+    pub(crate) env: Vec<(String, String)>,
+    /// Whether this call started it (and so the caller should stop it again).
+    pub(crate) started_here: bool,
+}
+
 /// Makes sure the test server runs, installing and starting it if needed.
-///
-/// Returns the variables of `services.env`, for the environment of the tests.
-pub(crate) fn up(root: &Path) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn up(root: &Path) -> Result<Up, String> {
     let paths = Paths::new(root);
     fs::create_dir_all(&paths.dir)
         .map_err(|err| format!("cannot create {}: {err}", paths.show(&paths.dir)))?;
 
-    if let Some(running) = reusable(&paths)? {
+    let started_here = if let Some(running) = reusable(&paths)? {
         ensure_bucket(running.port, true)?;
         write_env(&paths, running.port)?;
         eprintln!(
-            "xtask: moto already running (pid {}) at http://{HOST}:{}, reusing it",
+            "xtask: moto already running (pid {}) at http://{HOST}:{}, reusing it (and leaving it running)",
             running.pid, running.port
         );
+        false
     } else {
         install(&paths)?;
         start(&paths)?;
-    }
-    read_env(&paths)
+        true
+    };
+    Ok(Up {
+        env: read_env(&paths)?,
+        started_here,
+    })
 }
 
 /// Stops the test server, if one runs, and removes its pid and env files.

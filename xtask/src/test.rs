@@ -14,8 +14,8 @@ use crate::{Error, cmd, services};
 /// When the server cannot start, `CI=true` makes that an error; otherwise a
 /// warning says that server-backed tests will skip, and the tests run anyway.
 pub(crate) fn run(root: &Path, extra: &[String]) -> Result<ExitCode, Error> {
-    let env = match services::up(root) {
-        Ok(env) => Some(env),
+    let server = match services::up(root) {
+        Ok(up) => Some(up),
         Err(err) if is_ci() => {
             return Err(Error::Failed(format!(
                 "cannot start the S3/SQS test server (CI=true makes this fatal): {err}"
@@ -35,18 +35,25 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> Result<ExitCode, Error> {
     command
         .args(["test", "--workspace", "--all-features"])
         .args(extra)
-        .envs(env.iter().flatten().map(|(key, value)| (key, value)));
+        .envs(
+            server
+                .iter()
+                .flat_map(|up| up.env.iter())
+                .map(|(key, value)| (key, value)),
+        );
     let shown = cmd::shown("cargo test --workspace --all-features", extra);
     let started = Instant::now();
     let status = cmd::status(&mut command, &shown);
 
-    // Always stop the server, whatever the tests did.
-    if let Err(err) = services::down(root) {
+    // Always stop a server this run started, whatever the tests did.
+    if server.as_ref().is_some_and(|up| up.started_here)
+        && let Err(err) = services::down(root)
+    {
         eprintln!("xtask: warning: cannot stop the S3/SQS test server: {err}");
     }
 
     let status = status?;
-    let server = if env.is_some() {
+    let server = if server.is_some() {
         format!(
             "against moto {} (bucket `{}`)",
             services::MOTO_VERSION,
