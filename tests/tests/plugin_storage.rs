@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use s3db_core::plugin::{
     Entry, LockGuard, LockOptions, MAX_TRANSIENT_RETRIES, PluginStorage, SetOptions,
 };
-use s3db_core::testing::{FaultPlan, FaultyStore, TestStore, unique_prefix};
+use s3db_core::testing::{FaultPlan, TestStore};
 use s3db_core::{Behavior, ConnectionString, Error, Key, Metadata, Result, Store};
 use s3db_tests::{Workers, check_exclusive_log};
 use serde_json::{Map, Value, json};
@@ -618,16 +618,7 @@ fn faulty_storage(
     test: &str,
     plan: FaultPlan,
 ) -> Result<(PluginStorage, s3db_core::testing::FaultCounter)> {
-    let conn = ConnectionString::memory("plugin-storage-faults", &unique_prefix(test))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let store = Store::builder(conn)
-        .layer(move |inner| {
-            let faulty = FaultyStore::new(inner, plan);
-            let _ = tx.send(faulty.counter());
-            Arc::new(faulty)
-        })
-        .build()?;
-    let counter = rx.recv().unwrap_or_else(|e| panic!("{e}"));
+    let (store, counter) = s3db_core::testing::faulty_memory_store(test, plan);
     Ok((PluginStorage::new(store, "faults")?, counter))
 }
 

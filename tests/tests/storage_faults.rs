@@ -7,23 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use s3db_core::testing::conformance::{counter_race, read_counter};
-use s3db_core::testing::{FaultPlan, FaultyStore, InjectedFault, TestStore, unique_prefix};
-use s3db_core::{ConnectionString, Error, Key, Metadata, RequestKind, Store};
+use s3db_core::testing::{FaultPlan, FaultyStore, InjectedFault, TestStore};
+use s3db_core::{Error, Key, Metadata, RequestKind, Store};
 
 fn faulty_store(plan: FaultPlan) -> (Store, s3db_core::testing::FaultCounter) {
-    let conn = ConnectionString::memory("s3db-faults", &unique_prefix("faults"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let store = Store::builder(conn)
-        .layer(move |inner| {
-            let faulty = FaultyStore::new(inner, plan);
-            let _ = tx.send(faulty.counter());
-            Arc::new(faulty)
-        })
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let counter = rx.recv().unwrap_or_else(|e| panic!("{e}"));
-    (store, counter)
+    s3db_core::testing::faulty_memory_store("faults", plan)
 }
 
 fn key(s: &str) -> Key {

@@ -94,6 +94,36 @@ impl TestStore {
     }
 }
 
+/// A fresh `memory://` store behind a [`FaultyStore`] with `plan`, and the counter of the faults
+/// it injects.
+///
+/// # Panics
+/// Never for valid test names.
+#[must_use]
+pub fn faulty_memory_store(test: &str, plan: FaultPlan) -> (Store, FaultCounter) {
+    let conn = ConnectionString::memory("s3db-faults", &unique_prefix(test))
+        .unwrap_or_else(|e| panic!("memory connection for {test}: {e}"));
+    let faulty_slot: std::sync::Arc<std::sync::Mutex<Option<FaultCounter>>> =
+        std::sync::Arc::default();
+    let slot = std::sync::Arc::clone(&faulty_slot);
+    let store = Store::builder(conn)
+        .layer(move |inner| {
+            let faulty = FaultyStore::new(inner, plan);
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(faulty.counter());
+            }
+            std::sync::Arc::new(faulty)
+        })
+        .build()
+        .unwrap_or_else(|e| panic!("opening a faulty store for {test}: {e}"));
+    let counter = faulty_slot
+        .lock()
+        .ok()
+        .and_then(|mut c| c.take())
+        .unwrap_or_else(|| panic!("the fault layer was not built"));
+    (store, counter)
+}
+
 /// A prefix no other test run uses: `t-<test>-<nanos>`.
 #[must_use]
 pub fn unique_prefix(test: &str) -> String {
