@@ -7,6 +7,10 @@ pub use s3db_core::{
     connection, database, error, key, plugin, resource, schema, secret, store,
 };
 
+/// Costs plugin (feature `costs`): S3 costs from the store's request accounting.
+#[cfg(feature = "costs")]
+pub use s3db_costs as costs;
+
 /// The core crate, for plugin authors and advanced use.
 pub use s3db_core as core;
 

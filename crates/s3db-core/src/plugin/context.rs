@@ -21,6 +21,7 @@ use crate::resource::hooks::{
     DatabaseHooks, Event, HookId, Middleware, PluginEvent, ResourceHooks,
 };
 use crate::resource::{Resource, ResourceConfig};
+use crate::store::{ObserverId, RequestObserver};
 
 type Setup = Arc<dyn Fn(Resource) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 
@@ -43,6 +44,7 @@ struct Registrations {
     resource_hooks: Vec<(Resource, HookId)>,
     middleware: Vec<(Resource, HookId)>,
     extensions: Vec<(Resource, TypeId)>,
+    observers: Vec<ObserverId>,
     database_hooks: Vec<HookId>,
     internal_resources: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
@@ -128,6 +130,17 @@ impl PluginContext {
         self.registrations()
             .extensions
             .push((resource.clone(), type_id));
+    }
+
+    /// Shows every request of the database's store to `observer` (how the costs and metrics
+    /// plugins see storage); removed again at uninstall.
+    ///
+    /// # Errors
+    /// If the database is gone.
+    pub fn observe_requests(&self, observer: Arc<dyn RequestObserver>) -> Result<ObserverId> {
+        let id = self.database()?.store().accounting().observe(observer);
+        self.registrations().observers.push(id);
+        Ok(id)
     }
 
     /// Adds database hooks; removed again at uninstall.
@@ -262,12 +275,13 @@ impl PluginContext {
 
     /// Removes every hook, middleware and database hook the plugin registered.
     pub(crate) fn remove_registrations(&self) {
-        let (hooks, middleware, extensions, database_hooks) = {
+        let (hooks, middleware, extensions, observers, database_hooks) = {
             let mut r = self.registrations();
             (
                 std::mem::take(&mut r.resource_hooks),
                 std::mem::take(&mut r.middleware),
                 std::mem::take(&mut r.extensions),
+                std::mem::take(&mut r.observers),
                 std::mem::take(&mut r.database_hooks),
             )
         };
@@ -283,6 +297,9 @@ impl PluginContext {
         if let Ok(db) = self.database() {
             for id in database_hooks {
                 db.remove_hooks(id);
+            }
+            for id in observers {
+                db.store().accounting().unobserve(id);
             }
         }
     }

@@ -21,13 +21,13 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Keys per LIST page, as S3 returns them.
 pub const LIST_PAGE_SIZE: u64 = 1000;
 
 /// The kind of an S3 request, as S3 prices them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RequestKind {
     /// Read an object.
@@ -169,6 +169,15 @@ impl RequestAccounting {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((id, observer));
         id
+    }
+
+    /// How many observers are registered (for plugin conformance checks).
+    #[must_use]
+    pub fn observer_count(&self) -> usize {
+        self.observers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Removes an observer; returns whether it was there.

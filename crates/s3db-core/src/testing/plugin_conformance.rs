@@ -78,6 +78,7 @@ pub async fn check_plugin<P: Plugin>(case: &PluginCase<P>) -> Result<()> {
         resource.interceptor_count(),
         resource.extension_count(),
         db.hook_count(),
+        db.store().accounting().observer_count(),
     );
     let mut events = db.subscribe();
     db.use_plugin((case.make)()).await?;
@@ -122,10 +123,11 @@ pub async fn check_plugin<P: Plugin>(case: &PluginCase<P>) -> Result<()> {
         (
             resource.interceptor_count(),
             resource.extension_count(),
-            db.hook_count()
+            db.hook_count(),
+            db.store().accounting().observer_count(),
         ),
         baseline,
-        "{name}: uninstall leaves no hooks, middleware, extensions or database hooks behind"
+        "{name}: uninstall leaves no hooks, middleware, extensions, database hooks or request observers behind"
     );
     assert_eq!(cx.running_tasks(), 0, "{name}: uninstall stops every task");
     assert!(
