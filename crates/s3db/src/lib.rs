@@ -11,6 +11,10 @@ pub use s3db_core::{
 #[cfg(feature = "costs")]
 pub use s3db_costs as costs;
 
+/// Metrics plugin (feature `metrics`): operation counts, errors, latency, Prometheus text.
+#[cfg(feature = "metrics")]
+pub use s3db_metrics as metrics;
+
 /// The core crate, for plugin authors and advanced use.
 pub use s3db_core as core;
 

@@ -1,0 +1,229 @@
+//! Store-level metrics: every request of the database's store (through the core's request
+//! accounting), by owner (resource, plugin storage, database metadata) and request kind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use s3db_core::RequestKind;
+use s3db_core::store::{RequestEvent, RequestObserver};
+use serde::{Deserialize, Serialize};
+
+use crate::Shared;
+use crate::stats::{Agg, LatencySummary};
+
+/// Who a store request was for, from its key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "scope", content = "name", rename_all = "snake_case")]
+pub enum StoreOwner {
+    /// A resource's records, partitions or history (`resource=<name>/…`; internal `plg_*`
+    /// resources too).
+    Resource(String),
+    /// A plugin's storage (`plugin=<slug>/…` or `resource=<r>/plugin=<slug>/…`).
+    Plugin(String),
+    /// The database's metadata (`s3db.json`).
+    Database,
+    /// Anything else (keys outside the database's prefix, listings of no namespace).
+    Other,
+}
+
+impl StoreOwner {
+    /// The owner of `key` (a full key, database prefix included) in the database under `prefix`.
+    #[must_use]
+    pub fn of(prefix: &str, key: &str) -> StoreOwner {
+        let rest = if prefix.is_empty() {
+            Some(key)
+        } else if key == prefix {
+            Some("")
+        } else {
+            key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/'))
+        };
+        let Some(rest) = rest else {
+            return StoreOwner::Other;
+        };
+        if rest.is_empty() || rest == s3db_core::database::METADATA_KEY {
+            return StoreOwner::Database;
+        }
+        let mut parts = rest.split('/');
+        let first = parts.next().unwrap_or_default();
+        if let Some(slug) = first.strip_prefix("plugin=").filter(|s| !s.is_empty()) {
+            return StoreOwner::Plugin(slug.to_owned());
+        }
+        if let Some(resource) = first.strip_prefix("resource=").filter(|r| !r.is_empty()) {
+            if let Some(slug) = parts
+                .next()
+                .and_then(|p| p.strip_prefix("plugin="))
+                .filter(|s| !s.is_empty())
+            {
+                return StoreOwner::Plugin(slug.to_owned());
+            }
+            return StoreOwner::Resource(resource.to_owned());
+        }
+        StoreOwner::Other
+    }
+
+    /// The `scope` label: `resource`, `plugin`, `database` or `other`.
+    #[must_use]
+    pub fn scope(&self) -> &'static str {
+        match self {
+            StoreOwner::Resource(_) => "resource",
+            StoreOwner::Plugin(_) => "plugin",
+            StoreOwner::Database => "database",
+            StoreOwner::Other => "other",
+        }
+    }
+
+    /// The `name` label: the resource or plugin slug (empty for the others).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        match self {
+            StoreOwner::Resource(n) | StoreOwner::Plugin(n) => n,
+            StoreOwner::Database | StoreOwner::Other => "",
+        }
+    }
+}
+
+/// Requests of one kind for one owner.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KindStats {
+    pub(crate) failures: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) bytes_received: u64,
+    /// Count and latency of every request (failed ones too).
+    pub(crate) latency: Agg,
+}
+
+/// Per owner, per kind (in [`RequestKind::ALL`] order).
+pub(crate) type StoreTable = BTreeMap<StoreOwner, [KindStats; 7]>;
+
+fn kind_index(kind: RequestKind) -> usize {
+    RequestKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or_default()
+}
+
+/// The observer added to the store's request accounting.
+pub(crate) struct Observer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) prefix: String,
+}
+
+impl RequestObserver for Observer {
+    fn on_request(&self, event: &RequestEvent<'_>) {
+        let owner = StoreOwner::of(&self.prefix, event.key);
+        let nanos = u64::try_from(event.duration.as_nanos()).unwrap_or(u64::MAX);
+        if self.shared.config.facade {
+            self.shared.emit_store_facade(&owner, event);
+        }
+        let mut table = self.shared.store_table();
+        let stats = &mut table.entry(owner).or_default()[kind_index(event.kind)];
+        stats.latency.record(nanos, false);
+        stats.failures += u64::from(!event.ok);
+        stats.bytes_sent += event.bytes_sent;
+        stats.bytes_received += event.bytes_received;
+    }
+}
+
+/// Store requests of one kind for one owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreRequestMetrics {
+    /// Who the requests were for.
+    pub owner: StoreOwner,
+    /// The request kind.
+    pub kind: RequestKind,
+    /// How many.
+    pub count: u64,
+    /// Of which failed (not-found, already-exists and precondition answers included).
+    pub failures: u64,
+    /// Bytes sent to the store.
+    pub bytes_sent: u64,
+    /// Bytes received from the store.
+    pub bytes_received: u64,
+    /// Latency (pages of a listing after the first count as zero).
+    pub latency: LatencySummary,
+}
+
+pub(crate) fn summarize(table: &StoreTable) -> Vec<StoreRequestMetrics> {
+    table
+        .iter()
+        .flat_map(|(owner, kinds)| {
+            kinds
+                .iter()
+                .zip(RequestKind::ALL)
+                .filter(|(s, _)| s.latency.count > 0)
+                .map(|(s, kind)| StoreRequestMetrics {
+                    owner: owner.clone(),
+                    kind,
+                    count: s.latency.count,
+                    failures: s.failures,
+                    bytes_sent: s.bytes_sent,
+                    bytes_received: s.bytes_received,
+                    latency: s.latency.latency(),
+                })
+        })
+        .collect()
+}
+
+impl Shared {
+    pub(crate) fn store_table(&self) -> std::sync::MutexGuard<'_, StoreTable> {
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn emit_store_facade(&self, owner: &StoreOwner, event: &RequestEvent<'_>) {
+        use metrics::Label;
+        let names = &self.metric_names;
+        let base = || {
+            vec![
+                Label::new("scope", owner.scope()),
+                Label::new("name", owner.name().to_owned()),
+                Label::new("kind", event.kind.as_str()),
+            ]
+        };
+        let mut labels = base();
+        labels.push(Label::new("status", if event.ok { "ok" } else { "error" }));
+        metrics::counter!(names.store_requests.clone(), labels).increment(1);
+        metrics::histogram!(names.store_duration.clone(), base())
+            .record(event.duration.as_secs_f64());
+        if event.bytes_sent > 0 {
+            metrics::counter!(names.store_sent.clone(), base()).increment(event.bytes_sent);
+        }
+        if event.bytes_received > 0 {
+            metrics::counter!(names.store_received.clone(), base()).increment(event.bytes_received);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_of_keys() {
+        let of = StoreOwner::of;
+        assert_eq!(
+            of("db", "db/resource=users/data/id=1"),
+            StoreOwner::Resource("users".into())
+        );
+        assert_eq!(
+            of("db", "db/resource=plg_metrics/data/id=1"),
+            StoreOwner::Resource("plg_metrics".into())
+        );
+        assert_eq!(
+            of("db", "db/plugin=cache/x"),
+            StoreOwner::Plugin("cache".into())
+        );
+        assert_eq!(
+            of("db", "db/resource=users/plugin=cache/x"),
+            StoreOwner::Plugin("cache".into())
+        );
+        assert_eq!(of("db", "db/s3db.json"), StoreOwner::Database);
+        assert_eq!(of("db", "db"), StoreOwner::Database);
+        assert_eq!(of("db", "dbx/resource=u/data"), StoreOwner::Other);
+        assert_eq!(of("", "resource=u"), StoreOwner::Resource("u".into()));
+        assert_eq!(of("db", "db/resource="), StoreOwner::Other);
+        assert_eq!(StoreOwner::Plugin("c".into()).scope(), "plugin");
+        assert_eq!(StoreOwner::Database.name(), "");
+    }
+}
