@@ -313,3 +313,54 @@ async fn uninstall_without_purge_on_file() -> TestResult {
 async fn uninstall_with_purge_on_file() -> TestResult {
     uninstall(TestStore::file("uninstall_purge"), true).await
 }
+
+#[tokio::test]
+async fn reload_runs_deferred_setup_for_resources_other_processes_created() -> TestResult {
+    let t = TestStore::file("plugin_reload");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let a = Database::builder()
+        .connection(t.conn.clone())
+        .connect()
+        .await?;
+    a.use_plugin(Counter::new("watcher", "notes", &log)).await?;
+    // Another process (here: another database on the same folder) creates the resource.
+    let b = Database::builder()
+        .connection(t.conn.clone())
+        .connect()
+        .await?;
+    b.create_resource(notes()).await?;
+    assert!(a.resource("notes").is_none());
+    a.reload().await?;
+    let notes_in_a = a.resource("notes").unwrap_or_else(|| panic!("reloaded"));
+    assert_eq!(
+        notes_in_a.interceptor_count(),
+        (1, 0),
+        "the deferred setup ran on reload"
+    );
+    a.reload().await?;
+    assert_eq!(notes_in_a.interceptor_count(), (1, 0), "and only once");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropping_the_database_stops_plugin_tasks() -> TestResult {
+    let t = TestStore::memory("plugin_drop");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let db = Database::builder()
+        .connection(t.conn.clone())
+        .connect()
+        .await?;
+    let plugin = db.use_plugin(Counter::new("ticker", "notes", &log)).await?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(plugin.ticks.load(Ordering::SeqCst) > 0);
+    drop(db);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let ticks = plugin.ticks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(
+        plugin.ticks.load(Ordering::SeqCst),
+        ticks,
+        "no task outlives its database"
+    );
+    Ok(())
+}

@@ -239,6 +239,19 @@ struct DatabaseInner {
     lifecycle: tokio::sync::Mutex<()>,
 }
 
+impl Drop for DatabaseInner {
+    /// A database dropped without `disconnect` still stops its plugins' background tasks.
+    fn drop(&mut self) {
+        let plugins = self
+            .plugins
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for plugin in plugins.iter() {
+            plugin.cx.abort_tasks();
+        }
+    }
+}
+
 /// A database handle that does not keep it alive (held by plugin contexts).
 #[derive(Clone)]
 pub(crate) struct WeakDatabase(Weak<DatabaseInner>);
@@ -341,13 +354,29 @@ impl Database {
             .collect()
     }
 
-    /// Re-reads `s3db.json` and opens resources created (or changed) by other processes.
+    /// Re-reads `s3db.json` and opens resources created (or changed) by other processes; database
+    /// hooks see the newly opened ones through `after_create_resource`.
     ///
     /// # Errors
     /// Storage errors, [`Error::Corrupt`].
     pub async fn reload(&self) -> Result<()> {
         let (meta, _) = read_or_create_meta(self.store(), &self.inner.meta_key).await?;
-        self.load(&meta)
+        let before = self.resources();
+        self.load(&meta)?;
+        // Resources another process created are new here too: database hooks (and so plugins'
+        // deferred setups) see them as created.
+        let hooks = self.inner.hooks.snapshot();
+        for name in self.resources() {
+            if before.contains(&name) {
+                continue;
+            }
+            if let Some(resource) = self.resource(&name) {
+                for (_, h) in hooks.iter() {
+                    h.after_create_resource(&resource).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn load(&self, meta: &DatabaseMeta) -> Result<()> {

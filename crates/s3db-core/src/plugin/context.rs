@@ -261,6 +261,14 @@ impl PluginContext {
         self.registrations().internal_resources.clone()
     }
 
+    /// Signals shutdown and aborts the plugin's tasks without waiting (for drop).
+    pub(crate) fn abort_tasks(&self) {
+        let _ = self.inner.shutdown.send(true);
+        for task in std::mem::take(&mut self.registrations().tasks) {
+            task.abort();
+        }
+    }
+
     /// Stops the plugin's tasks: signals shutdown, then aborts what still runs.
     pub(crate) async fn stop_tasks(&self) {
         let _ = self.inner.shutdown.send(true);
