@@ -7,6 +7,10 @@ pub use s3db_core::{
     connection, database, error, key, plugin, resource, schema, secret, store,
 };
 
+/// Cache plugin (feature `cache`): read caches with exact invalidation.
+#[cfg(feature = "cache")]
+pub use s3db_cache as cache;
+
 /// Costs plugin (feature `costs`): S3 costs from the store's request accounting.
 #[cfg(feature = "costs")]
 pub use s3db_costs as costs;
