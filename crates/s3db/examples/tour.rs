@@ -3,11 +3,15 @@
 //!
 //! It creates two resources (one with a partition and an encrypted field), inserts, updates,
 //! queries through a partition, pages, deletes, shows what bad input gets, races a few writers on
-//! one record, and prints the S3 requests it all took.
+//! one record, and — with the cache, costs and metrics plugins installed — shows cache hits, the
+//! latency of each operation and what the run would cost on S3.
 
 use std::time::Instant;
 
 use s3db::prelude::*;
+use s3db_cache::{CacheExt, CachePlugin};
+use s3db_costs::CostsPlugin;
+use s3db_metrics::MetricsPlugin;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -39,6 +43,11 @@ async fn tour() -> Result<()> {
     let db = Database::builder()
         .connection_string(&conn)
         .passphrase("tour passphrase: keep it out of your code")
+        // Metrics first: the first plugin's middleware is the outermost, so it also times reads
+        // that the cache answers.
+        .plugin(MetricsPlugin::new())
+        .plugin(CachePlugin::memory().max_entries(10_000).build()?)
+        .plugin(CostsPlugin::default())
         .connect()
         .await?;
     println!("s3db tour on {}", ConnectionString::parse(&conn)?);
@@ -237,9 +246,60 @@ async fn tour() -> Result<()> {
     }
     println!("   users left: {:?}", users.list_ids().await?);
 
-    step("8. What it cost");
+    step("8. The cache: a repeated read makes no request");
+    users.get("alice").await?;
+    users.count().await?;
+    let before = db.store().requests();
+    for _ in 0..3 {
+        users.get("alice").await?;
+        users.count().await?;
+    }
+    let stats = users.cache().map(|c| c.stats()).unwrap_or_default();
+    println!(
+        "   3 x (get + count) after a first read: {} requests; cache hits {}, misses {}, hit ratio {:.0}%",
+        db.store().requests().since(&before).total(),
+        stats.hits,
+        stats.misses,
+        stats.hit_ratio() * 100.0
+    );
+    users
+        .update("alice", json!({"name": "Alice Liddell"}))
+        .await?;
+    println!(
+        "   after an update the next read sees it: {}",
+        users
+            .get("alice")
+            .await?
+            .get("name")
+            .cloned()
+            .unwrap_or_default()
+    );
+
+    step("9. Metrics: every operation timed");
+    if let Some(metrics) = db.plugin::<MetricsPlugin>() {
+        let snapshot = metrics.snapshot();
+        for (operation, m) in &snapshot.operations {
+            println!(
+                "   {operation:<10} count {:>3}  errors {:>2}  p50 {:>8.3} ms  p99 {:>8.3} ms",
+                m.count,
+                m.errors,
+                m.latency.p50.as_secs_f64() * 1000.0,
+                m.latency.p99.as_secs_f64() * 1000.0
+            );
+        }
+    }
+
+    step("10. What it cost");
     println!("   {}", db.store().requests());
+    if let Some(costs) = db.plugin::<CostsPlugin>() {
+        let snapshot = costs.snapshot();
+        println!(
+            "   on AWS S3 this run would cost {} (requests {} + transfer {})",
+            snapshot.total, snapshot.request_cost, snapshot.transfer_out_cost
+        );
+    }
     println!("   in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    db.disconnect().await?;
     Ok(())
 }
 
