@@ -114,7 +114,7 @@ impl Page {
 }
 
 /// One page of records.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PageResult {
     /// The records, in id order.
     pub items: Vec<Record>,

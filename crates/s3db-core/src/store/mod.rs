@@ -46,7 +46,10 @@ use crate::error::{Error, Result};
 use crate::key::{Key, check_len};
 
 /// Identifies one version of an object (S3's `ETag`). Opaque: compare, store, pass back.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct ETag(String);
 
 impl ETag {
