@@ -1,5 +1,8 @@
 //! What the cache keeps: the answer of a read, stamped with when and by whom it was loaded.
 
+use std::borrow::Cow;
+
+use s3db_core::PageResult;
 use s3db_core::plugin::{Error, Outcome, Record, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -7,9 +10,9 @@ use serde_json::{Map, Value};
 /// The kinds of cached answers; drivers say which they can hold ([`crate::CacheDriver::accepts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ValueKind {
-    /// Records, lists of records and pages, kept as the values core returned. They cannot be
-    /// rebuilt from bytes outside `s3db-core` (a [`Record`] has no public constructor), so only
-    /// in-process drivers (memory) hold them.
+    /// Records, lists of records and pages. The memory driver keeps them as the values core
+    /// returned; drivers that store bytes keep them serialized ([`CacheEntry::to_json`]). The
+    /// s3 driver does not take them: a cached `get` there would cost a GET, like the record.
     Live,
     /// A count.
     Count,
@@ -25,7 +28,7 @@ pub enum ValueKind {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum CachedValue {
-    /// A record, records or a page, as core returned them (in-process only).
+    /// A record, records or a page, as core returned them (or as read back from bytes).
     Live(Outcome),
     /// A count.
     Count(u64),
@@ -166,7 +169,11 @@ pub struct CacheEntry {
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-enum Portable {
+enum Portable<'a> {
+    // Borrowed when written, owned when read back: a list is not copied to be serialized.
+    Record { record: Cow<'a, Record> },
+    Records { records: Cow<'a, [Record]> },
+    Page { page: Cow<'a, PageResult> },
     Count { count: u64 },
     Ids { ids: Vec<String> },
     Exists { exists: bool },
@@ -174,18 +181,28 @@ enum Portable {
 }
 
 #[derive(Serialize, Deserialize)]
-struct PortableEntry {
-    value: Portable,
+struct PortableEntry<'a> {
+    value: Portable<'a>,
     loaded_at: u64,
     writer: String,
 }
 
 impl CacheEntry {
-    /// The entry as a JSON object, for drivers that store bytes; `None` for a
-    /// [`CachedValue::Live`] value, which has no portable form.
+    /// The entry as a JSON object, for drivers that store bytes: records, lists of records and
+    /// pages are serialized with them. `None` for a [`CachedValue::Live`] value that is not a
+    /// record, a list of records or a page (core never returns such a read).
     #[must_use]
     pub fn to_json(&self) -> Option<Map<String, Value>> {
         let value = match &self.value {
+            CachedValue::Live(Outcome::Record(record)) => Portable::Record {
+                record: Cow::Borrowed(record),
+            },
+            CachedValue::Live(Outcome::Records(records)) => Portable::Records {
+                records: Cow::Borrowed(records),
+            },
+            CachedValue::Live(Outcome::Page(page)) => Portable::Page {
+                page: Cow::Borrowed(page),
+            },
             CachedValue::Live(_) => return None,
             CachedValue::Count(count) => Portable::Count { count: *count },
             CachedValue::Ids(ids) => Portable::Ids { ids: ids.clone() },
@@ -206,8 +223,13 @@ impl CacheEntry {
     /// An entry read back from [`CacheEntry::to_json`]; `None` if `json` is not one.
     #[must_use]
     pub fn from_json(json: Map<String, Value>) -> Option<Self> {
-        let entry: PortableEntry = serde_json::from_value(Value::Object(json)).ok()?;
+        let entry: PortableEntry<'_> = serde_json::from_value(Value::Object(json)).ok()?;
         let value = match entry.value {
+            Portable::Record { record } => CachedValue::Live(Outcome::Record(record.into_owned())),
+            Portable::Records { records } => {
+                CachedValue::Live(Outcome::Records(records.into_owned()))
+            }
+            Portable::Page { page } => CachedValue::Live(Outcome::Page(page.into_owned())),
             Portable::Count { count } => CachedValue::Count(count),
             Portable::Ids { ids } => CachedValue::Ids(ids),
             Portable::Exists { exists } => CachedValue::Exists(exists),
@@ -254,6 +276,47 @@ mod tests {
             assert_eq!(back.writer, "w");
         }
         assert!(CacheEntry::from_json(Map::new()).is_none());
+    }
+
+    #[test]
+    fn records_lists_and_pages_round_trip() {
+        let mut data = Map::new();
+        data.insert("name".into(), Value::from("Ann"));
+        data.insert("tags".into(), serde_json::json!(["x", {"y": 1}]));
+        let record = Record::from_parts(
+            "a".into(),
+            data,
+            s3db_core::ETag::new("\"e1\""),
+            "v2".into(),
+        );
+        let page = PageResult {
+            items: vec![record.clone()],
+            has_more: true,
+            next_cursor: Some("a".into()),
+        };
+        for outcome in [
+            Outcome::Page(page),
+            Outcome::Record(record.clone()),
+            Outcome::Records(Vec::new()),
+            Outcome::Records(vec![record.clone(), record]),
+        ] {
+            let entry = CacheEntry {
+                value: CachedValue::Live(outcome),
+                loaded_at: 7,
+                writer: "w".into(),
+            };
+            let json = entry.to_json().unwrap_or_else(|| panic!("portable"));
+            let back = CacheEntry::from_json(json).unwrap_or_else(|| panic!("round trip"));
+            assert_eq!(format!("{:?}", back.value), format!("{:?}", entry.value));
+            assert_eq!(back.value.kind(), ValueKind::Live);
+            assert_eq!((back.loaded_at, back.writer.as_str()), (7, "w"));
+        }
+        let deleted = CacheEntry {
+            value: CachedValue::Live(Outcome::Deleted),
+            loaded_at: 0,
+            writer: String::new(),
+        };
+        assert!(deleted.to_json().is_none(), "not a read answer");
     }
 
     #[test]

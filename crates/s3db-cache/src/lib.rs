@@ -86,8 +86,8 @@ impl CachePlugin {
     }
 
     /// A cache in a local folder that survives restarts: [`DEFAULT_MAX_BYTES`],
-    /// [`DEFAULT_TTL`]. It holds counts, ids, existence and "not found" answers (see
-    /// [`ValueKind::Live`] for why not records).
+    /// [`DEFAULT_TTL`]. It holds every kind of answer, records, lists of records and pages
+    /// serialized as JSON.
     pub fn filesystem(path: impl Into<PathBuf>) -> CacheBuilder<FilesystemConfig> {
         Self::builder(FilesystemConfig::new(path))
     }

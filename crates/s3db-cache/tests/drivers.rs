@@ -113,7 +113,7 @@ async fn memory_entries_expire_after_their_ttl() -> TestResult {
 // ----- filesystem -----
 
 #[tokio::test]
-async fn filesystem_driver_serves_portable_reads_without_requests() -> TestResult {
+async fn filesystem_driver_serves_every_read_without_requests() -> TestResult {
     let dir = tempdir();
     let t = TestStore::file("cache_fs_reads");
     let db = connect(&t.conn).await?;
@@ -130,6 +130,8 @@ async fn filesystem_driver_serves_portable_reads_without_requests() -> TestResul
             users.count_partition("byRegion", &eu).await?,
             users.exists("a").await?,
             matches!(users.get("nobody").await, Err(Error::NotFound { .. })),
+            users.get("a").await?.to_json(),
+            users.list().await?.len(),
         ))
     };
     let first = reads().await?;
@@ -137,10 +139,9 @@ async fn filesystem_driver_serves_portable_reads_without_requests() -> TestResul
     assert_eq!(n, 0);
     assert_eq!(first, second?);
     assert!(!entry_files(dir.path()).is_empty());
-    // Records have no portable form: a get goes to the store, counted as uncached.
-    users.get("a").await?;
-    assert_eq!(requests_of(&db, users.get("a")).await.1, 1);
-    assert!(cache.stats().uncached >= 2);
+    // Records are stored as JSON: nothing is left to the store.
+    assert_eq!(cache.stats().uncached, 0);
+    assert_eq!(cache.stats().errors, 0);
     // Writes are seen.
     users
         .insert(json!({"id": "d", "name": "Dee", "region": "eu"}))
@@ -222,6 +223,43 @@ async fn filesystem_driver_survives_a_restart() -> TestResult {
     users.delete("a").await?;
     assert_eq!(users.count().await?, 2);
     assert_eq!(users.list_ids().await?, ["b", "c"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn filesystem_driver_serves_records_after_a_restart() -> TestResult {
+    let dir = tempdir();
+    let t = TestStore::memory("cache_fs_restart_records");
+    let first = {
+        let db = connect(&t.conn).await?;
+        db.use_plugin(CachePlugin::filesystem(dir.path()).build()?)
+            .await?;
+        let users = db.create_resource(users()).await?;
+        seed_users(&users).await?;
+        let a = users.get("a").await?;
+        db.disconnect().await?;
+        a
+    };
+    // A new process: new database, new plugin instance, same folder.
+    let db = connect(&t.conn).await?;
+    let cache = db
+        .use_plugin(CachePlugin::filesystem(dir.path()).build()?)
+        .await?;
+    let users = resource(&db, "users");
+    let (a, n) = requests_of(&db, users.get("a")).await;
+    let a = a?;
+    assert_eq!(n, 0, "served from the folder");
+    assert_eq!(cache.stats().hits, 1);
+    assert_eq!(a.to_json(), first.to_json());
+    assert_eq!(a.etag(), first.etag());
+    assert_eq!(a.schema_version(), first.schema_version());
+    // The etag read back is usable for a conditional write, which invalidates the entry.
+    users
+        .update_if_match("a", json!({"name": "Ann 2"}), a.etag())
+        .await?;
+    let (a, n) = requests_of(&db, users.get("a")).await;
+    assert_eq!(a?.get("name"), Some(&json!("Ann 2")));
+    assert!(n > 0, "reloaded after the write");
     Ok(())
 }
 
@@ -355,8 +393,8 @@ async fn multi_write_through_writes_every_tier() -> TestResult {
     users.get("a").await?;
     assert_eq!(
         entry_files(dir.path()).len(),
-        1,
-        "the count went to disk too"
+        2,
+        "the count and the record went to disk too"
     );
     assert_eq!(requests_of(&db, users.count()).await.1, 0);
     assert_eq!(requests_of(&db, users.get("a")).await.1, 0);
@@ -370,8 +408,9 @@ async fn multi_write_through_writes_every_tier() -> TestResult {
     let users = resource(&db, "users");
     assert_eq!(requests_of(&db, users.count()).await.1, 0);
     assert_eq!(requests_of(&db, users.count()).await.1, 0);
+    assert_eq!(requests_of(&db, users.get("a")).await.1, 0);
     let stats = cache.stats();
-    assert_eq!((stats.tiers[0].hits, stats.tiers[1].hits), (0, 2));
+    assert_eq!((stats.tiers[0].hits, stats.tiers[1].hits), (0, 3));
     Ok(())
 }
 
@@ -398,10 +437,13 @@ async fn multi_promote_on_hit_copies_lower_hits_up() -> TestResult {
     assert_eq!(requests_of(&db, users.count()).await.1, 0); // memory hit
     let stats = cache.stats();
     assert_eq!((stats.tiers[0].hits, stats.tiers[1].hits), (1, 1));
-    // Records only fit in memory: that is their lowest tier.
+    // Records too: stored on disk, promoted when read there.
     users.get("a").await?;
-    assert_eq!(requests_of(&db, users.get("a")).await.1, 0);
-    assert_eq!(cache.stats().tiers[0].hits, 2);
+    assert_eq!(entry_files(dir.path()).len(), 2);
+    assert_eq!(requests_of(&db, users.get("a")).await.1, 0); // disk hit, promoted
+    assert_eq!(requests_of(&db, users.get("a")).await.1, 0); // memory hit
+    let stats = cache.stats();
+    assert_eq!((stats.tiers[0].hits, stats.tiers[1].hits), (2, 2));
     // A write reaches both tiers.
     users
         .insert(json!({"id": "d", "name": "Dee", "region": "us"}))

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use s3db_cache::bypass;
+use s3db_cache::{CachePlugin, FilesystemConfig, MemoryConfig, Strategy, bypass};
 use s3db_core::testing::TestStore;
 use s3db_core::{Database, Resource};
 use serde_json::json;
@@ -44,8 +44,12 @@ async fn all_fresh(r: &Resource, reads: &[Read], after: &str) {
 }
 
 async fn reads_and_writes(t: TestStore, partitions: bool) -> TestResult {
+    reads_and_writes_with(t, partitions, memory_cache()).await
+}
+
+async fn reads_and_writes_with(t: TestStore, partitions: bool, plugin: CachePlugin) -> TestResult {
     let db = connect(&t.conn).await?;
-    let cache = db.use_plugin(memory_cache()).await?;
+    let cache = db.use_plugin(plugin).await?;
     let (config, reads) = if partitions {
         (users(), user_reads())
     } else {
@@ -142,6 +146,47 @@ async fn file_backend_with_partitions() -> TestResult {
 #[tokio::test]
 async fn file_backend_without_partitions() -> TestResult {
     reads_and_writes(TestStore::file("cache_reads_f"), false).await
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
+
+fn filesystem_cache(dir: &tempfile::TempDir) -> CachePlugin {
+    CachePlugin::filesystem(dir.path())
+        .build()
+        .unwrap_or_else(|e| panic!("filesystem cache: {e}"))
+}
+
+#[tokio::test]
+async fn filesystem_driver_with_partitions() -> TestResult {
+    let dir = tempdir();
+    let t = TestStore::memory("cache_reads_fs_mp");
+    reads_and_writes_with(t, true, filesystem_cache(&dir)).await
+}
+
+#[tokio::test]
+async fn filesystem_driver_without_partitions() -> TestResult {
+    let dir = tempdir();
+    let t = TestStore::memory("cache_reads_fs_m");
+    reads_and_writes_with(t, false, filesystem_cache(&dir)).await
+}
+
+#[tokio::test]
+async fn multi_driver_memory_over_filesystem() -> TestResult {
+    for strategy in [Strategy::WriteThrough, Strategy::PromoteOnHit] {
+        // A folder per database: entries are keyed by resource, not by bucket.
+        let dir = tempdir();
+        let plugin = CachePlugin::multi([
+            MemoryConfig::new().into(),
+            FilesystemConfig::new(dir.path()).into(),
+        ])
+        .strategy(strategy)
+        .build()?;
+        let t = TestStore::memory(&format!("cache_reads_multi_{strategy:?}"));
+        reads_and_writes_with(t, true, plugin).await?;
+    }
+    Ok(())
 }
 
 #[tokio::test]

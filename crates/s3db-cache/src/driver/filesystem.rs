@@ -107,8 +107,8 @@ impl FsIndex {
     }
 }
 
-/// Entries as files in a folder; survives restarts. Holds counts, ids, existence and "not
-/// found" answers (records have no portable form outside `s3db-core`).
+/// Entries as files in a folder; survives restarts. Holds every kind of answer: records, lists
+/// of records and pages serialized as JSON, counts, ids, existence and "not found".
 #[derive(Debug)]
 pub struct FilesystemDriver {
     dir: PathBuf,
@@ -286,8 +286,8 @@ impl CacheDriver for FilesystemDriver {
         format!("filesystem:{}", self.dir.display())
     }
 
-    fn accepts(&self, kind: ValueKind) -> bool {
-        kind != ValueKind::Live
+    fn accepts(&self, _kind: ValueKind) -> bool {
+        true
     }
 
     fn ttl(&self) -> Option<Duration> {

@@ -27,8 +27,9 @@ pub trait CacheDriver: Send + Sync + 'static {
     /// A short description (`memory`, `filesystem:/var/cache/app`, …), for stats and events.
     fn describe(&self) -> String;
 
-    /// Whether it can hold values of this kind. A driver that stores bytes cannot hold
-    /// [`ValueKind::Live`] values.
+    /// Whether it can hold values of this kind. A driver that stores bytes can hold
+    /// [`ValueKind::Live`] values (records, lists of records, pages) through
+    /// [`CacheEntry::to_json`].
     fn accepts(&self, kind: ValueKind) -> bool;
 
     /// How long it keeps an entry after its load started; `None` for ever. The plugin uses it
