@@ -1,4 +1,4 @@
-//! `cargo xtask bench <store|resources|plugin-storage> [ARGS...]`: the benchmarks of the
+//! `cargo xtask bench <store|resources|plugin-storage|plugins> [ARGS...]`: the benchmarks of the
 //! `s3db-bench` crate against the S3/SQS test server.
 
 use std::path::Path;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::{Error, cmd, services};
 
 /// The benchmarks `s3db-bench` offers.
-const KINDS: [&str; 3] = ["store", "resources", "plugin-storage"];
+const KINDS: [&str; 4] = ["store", "resources", "plugin-storage", "plugins"];
 
 /// Starts the test server, runs `cargo run --release -p s3db-bench -- KIND
 /// ARGS` with the variables of `services.env` in its environment, always
@@ -15,7 +15,8 @@ const KINDS: [&str; 3] = ["store", "resources", "plugin-storage"];
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<ExitCode, Error> {
     let Some((kind, _)) = args.split_first() else {
         return Err(Error::Usage(
-            "usage: cargo xtask bench <store|resources|plugin-storage> [ARGS...]".to_owned(),
+            "usage: cargo xtask bench <store|resources|plugin-storage|plugins> [ARGS...]"
+                .to_owned(),
         ));
     };
     if !KINDS.contains(&kind.as_str()) {

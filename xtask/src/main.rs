@@ -24,7 +24,7 @@ Commands:
                            against it, stop the server if it started it (the command to run the
                            whole suite on a fresh machine)
   ci                       cargo fmt --check, cargo clippy -D warnings, then `test`
-  bench <store|resources|plugin-storage> [ARGS...]
+  bench <store|resources|plugin-storage|plugins> [ARGS...]
                            start the test server, run
                            `cargo run --release -p s3db-bench -- <workload> [ARGS...]`,
                            stop the server if it started it

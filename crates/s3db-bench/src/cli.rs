@@ -20,6 +20,9 @@ workloads:
               PluginStorage counters and locks under contention: counter_1task,
               counter_contended, lock_1task, lock_contended (T tasks on one counter or lock;
               checks the final count and mutual exclusion)
+  plugins     the cache, costs and metrics plugins: sequential gets without cache vs with the
+              cache's memory driver (2nd pass = hits), and on memory the insert overhead of each
+              plugin alone and of all three (median of 5 rounds)
 
 options (every workload):
   --backend memory|file|s3   run one backend only (default: all three; s3 needs S3DB_TEST_S3,
@@ -28,7 +31,8 @@ options (every workload):
                              acquisitions (plugin-storage) per phase; default:
                              store 20000 on memory, 2000 on file, 200 on s3;
                              resources 2000 on memory and file, 200 on s3;
-                             plugin-storage 2000 on memory, 1000 on file, 100 on s3
+                             plugin-storage 2000 on memory, 1000 on file, 100 on s3;
+                             plugins 2000 on memory and file, 200 on s3
   --tasks T                  plugin-storage only: contending tasks (default 16; 4 on s3)
   --json                     one JSON object per backend instead of the markdown table
   -h, --help                 this text";
@@ -51,6 +55,8 @@ pub enum Workload {
     Resources,
     /// `PluginStorage` counters and locks under contention ([`crate::plugin_storage_workload`]).
     PluginStorage,
+    /// The cache, costs and metrics plugins ([`crate::plugins_workload`]).
+    Plugins,
 }
 
 impl Workload {
@@ -60,6 +66,7 @@ impl Workload {
             Self::Store => "store",
             Self::Resources => "resources",
             Self::PluginStorage => "plugin-storage",
+            Self::Plugins => "plugins",
         }
     }
 
@@ -68,7 +75,7 @@ impl Workload {
         match self {
             Self::Store => kind.default_n(),
             // The sizes of the original's standard workload (BENCH.md).
-            Self::Resources => match kind {
+            Self::Resources | Self::Plugins => match kind {
                 BackendKind::Memory | BackendKind::File => 2000,
                 BackendKind::S3 => 200,
             },
@@ -128,12 +135,14 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         "help" => Ok(Command::Help),
         "store" => parse_options(rest).map(|o| Command::Run(Workload::Store, o)),
         "resources" => parse_options(rest).map(|o| Command::Run(Workload::Resources, o)),
+        "plugins" => parse_options(rest).map(|o| Command::Run(Workload::Plugins, o)),
         "plugin-storage" => {
             let options = parse_options(rest)?;
             Ok(Command::Run(Workload::PluginStorage, options))
         }
         other => Err(UsageError(format!(
-            "unknown workload `{other}`; expected `store`, `resources` or `plugin-storage`"
+            "unknown workload `{other}`; expected `store`, `resources`, `plugin-storage` or \
+             `plugins`"
         ))),
     }
 }
@@ -247,6 +256,17 @@ mod tests {
         assert_eq!(Workload::Resources.default_n(BackendKind::Memory), 2000);
         assert_eq!(Workload::Resources.default_n(BackendKind::S3), 200);
         assert_eq!(Workload::Store.default_n(BackendKind::Memory), 20_000);
+        assert_eq!(
+            parse(&args("plugins --backend s3")),
+            Ok(Command::Run(
+                Workload::Plugins,
+                Options {
+                    backend: Some(BackendKind::S3),
+                    ..Options::default()
+                }
+            ))
+        );
+        assert_eq!(Workload::Plugins.default_n(BackendKind::S3), 200);
     }
 
     #[test]

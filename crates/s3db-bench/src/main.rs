@@ -4,6 +4,7 @@
 //! cargo run --release -p s3db-bench -- store [--backend memory|file|s3] [--n N] [--json]
 //! cargo run --release -p s3db-bench -- resources [--backend memory|file|s3] [--n N] [--json]
 //! cargo run --release -p s3db-bench -- plugin-storage [--backend …] [--n N] [--tasks T] [--json]
+//! cargo run --release -p s3db-bench -- plugins [--backend memory|file|s3] [--n N] [--json]
 //! ```
 //!
 //! `cargo xtask bench <workload>` runs the same command with `S3DB_TEST_S3` pointing at the S3
@@ -11,13 +12,15 @@
 //! raw `object_store` of the same backend (see [`store_workload`]); the `resources` workload runs
 //! the original s3db.js's standard workload on the resource model (see [`resources_workload`] and
 //! [`original`]); the `plugin-storage` workload measures `PluginStorage` counters and locks alone
-//! and under contention (see [`plugin_storage_workload`]). [`report`] prints any of them.
+//! and under contention (see [`plugin_storage_workload`]); the `plugins` workload measures the
+//! cache, costs and metrics plugins (see [`plugins_workload`]). [`report`] prints any of them.
 
 mod backend;
 mod cli;
 mod measure;
 mod original;
 mod plugin_storage_workload;
+mod plugins_workload;
 mod report;
 mod resources_workload;
 mod store_workload;
@@ -110,6 +113,15 @@ fn run(workload: Workload, options: &Options, args: &[String]) -> Result<(), Box
                         report::plugin_storage_json(&header, &result).to_string()
                     } else {
                         report::plugin_storage_markdown(&header, &result)
+                    })
+                }
+                Workload::Plugins => {
+                    let result = plugins_workload::run(&target, n).await?;
+                    let header = report::Header::now(&command);
+                    Ok(if options.json {
+                        plugins_workload::json(&header, &result).to_string()
+                    } else {
+                        plugins_workload::markdown(&header, &result)
                     })
                 }
             }

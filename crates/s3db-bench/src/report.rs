@@ -337,7 +337,7 @@ fn phase_label(phase: &Phase) -> String {
 }
 
 /// A rate with thousands separators, no decimals (one decimal below 100).
-fn rate(value: f64) -> String {
+pub fn rate(value: f64) -> String {
     if !value.is_finite() {
         return "∞".to_owned();
     }
@@ -356,7 +356,7 @@ fn rate(value: f64) -> String {
 }
 
 /// Requests per operation: two decimals, more for tiny values (a listing's per-key cost).
-fn per_op(value: f64) -> String {
+pub fn per_op(value: f64) -> String {
     if value >= 0.1 || value == 0.0 {
         format!("{value:.2}")
     } else {

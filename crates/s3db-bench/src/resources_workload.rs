@@ -120,12 +120,12 @@ fn age(i: usize) -> u64 {
 }
 
 /// The region of record `i`.
-fn region(i: usize) -> &'static str {
+pub fn region(i: usize) -> &'static str {
     REGIONS[i % REGIONS.len()]
 }
 
 /// The document of record `i` with id `<prefix><i>`.
-fn document(prefix: &str, i: usize) -> Value {
+pub fn document(prefix: &str, i: usize) -> Value {
     let mut bio = format!("Bio of user {i}: ");
     while bio.len() < BIO_CHARS {
         bio.push_str("lorem ipsum ");
