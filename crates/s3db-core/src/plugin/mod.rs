@@ -1,7 +1,8 @@
 //! The plugin API: everything a plugin author needs, in one module.
 //!
-//! ```ignore
-//! use s3db_core::plugin::*;   // Plugin, PluginContext, hook traits, PluginStorage, async_trait
+//! ```
+//! # #![allow(unused_imports)]
+//! use s3db_core::plugin::*; // Plugin, PluginContext, hook traits, PluginStorage, async_trait
 //! ```
 //!
 //! ## Lifecycle
