@@ -56,7 +56,7 @@ struct ResourceIndex {
     records: HashMap<String, u64>,
     /// Partition keys: a floor for all, and the recent writes with their data.
     partition_floor: u64,
-    partition_writes: VecDeque<(u64, Vec<Document>)>,
+    partition_writes: VecDeque<(u64, std::sync::Arc<[Document]>)>,
 }
 
 /// Invalidation stamps of every resource.
@@ -85,10 +85,14 @@ impl Index {
     /// Records an invalidation stamped `at`.
     pub(crate) fn record(&mut self, at: u64, inv: &Invalidation) {
         let retention = self.retention;
-        let r = self
-            .resources
-            .entry(inv.resource_name().to_owned())
-            .or_default();
+        // Look up before allocating: a write to a known resource allocates no key.
+        if !self.resources.contains_key(inv.resource_name()) {
+            self.resources
+                .insert(inv.resource_name().to_owned(), Default::default());
+        }
+        let Some(r) = self.resources.get_mut(inv.resource_name()) else {
+            return;
+        };
         match inv.scope() {
             Scope::Everything => r.floor = r.floor.max(at),
             Scope::Record { id, data } => {
@@ -98,7 +102,9 @@ impl Index {
                     *stamp = (*stamp).max(at);
                 }
                 match data {
-                    Some(data) => r.partition_writes.push_back((at, data.clone())),
+                    Some(data) => r
+                        .partition_writes
+                        .push_back((at, std::sync::Arc::clone(data))),
                     None => r.partition_floor = r.partition_floor.max(at),
                 }
             }

@@ -204,7 +204,8 @@ pub(crate) enum Scope {
     /// the partition keys of the given versions of its data (every partition key when `None`).
     Record {
         id: Option<String>,
-        data: Option<Vec<Document>>,
+        /// Shared: the index keeps it too, without copying the documents.
+        data: Option<std::sync::Arc<[Document]>>,
     },
 }
 
@@ -226,7 +227,7 @@ impl Invalidation {
             resource: resource.to_owned(),
             scope: Scope::Record {
                 id: id.map(str::to_owned),
-                data,
+                data: data.map(std::sync::Arc::from),
             },
         }
     }
