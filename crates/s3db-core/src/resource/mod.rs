@@ -710,51 +710,15 @@ impl Resource {
     async fn do_insert(&self, id: Option<String>, data: Document) -> Result<Record> {
         let def = self.definition();
         let mut op = InsertOp { id, data };
-        let hooks = self.inner.hooks.snapshot();
-        for (_, h) in hooks.iter() {
+        for (_, h) in self.inner.hooks.snapshot().iter() {
             h.before_insert(self.name(), &mut op).await?;
         }
-        let InsertOp { id, mut data } = op;
+        let InsertOp { id, data } = op;
         let id = match id {
-            Some(id) => {
-                check_part(&id)?;
-                id
-            }
+            Some(id) => id,
             None => def.id.generate()?,
         };
-        let key = self.record_key(&id)?;
-        def.schema.validate(&mut data, Mode::Full)?;
-        if def.timestamps {
-            let now = Value::String(now_rfc3339());
-            data.insert(CREATED_AT.to_owned(), now.clone());
-            data.insert(UPDATED_AT.to_owned(), now);
-        }
-        let encoded = self.encode(&def, &data)?;
-        let etag = self
-            .store()
-            .create(&key, &encoded.metadata, encoded.body.clone())
-            .await?;
-        let mut record = Record {
-            id,
-            data,
-            etag,
-            schema_version: def.version.clone(),
-        };
-        if !encoded.truncated.is_empty() {
-            // Give back what was stored.
-            record.data = self.decode(&def, &key, &encoded.metadata, &encoded.body)?.0;
-        }
-        self.write_references(&def, &record.id, None, Some(&record.data))
-            .await?;
-        self.report_encoding(&record.id, &encoded);
-        self.emit(|| Event::Inserted {
-            resource: self.name().to_owned(),
-            record: Arc::new(record.clone()),
-        });
-        for (_, h) in hooks.iter() {
-            h.after_insert(self.name(), &record).await?;
-        }
-        Ok(record)
+        self.create_record(&def, &id, data).await
     }
 
     async fn do_get(&self, id: &str) -> Result<Record> {
@@ -816,7 +780,7 @@ impl Resource {
                 Err(e) => return Err(e),
             };
             let Some((before, raw)) = current else {
-                match self.do_insert_raw(&def, &id, changes.clone()).await {
+                match self.create_record(&def, &id, changes.clone()).await {
                     Err(Error::AlreadyExists { .. }) => continue, // someone created it: update it
                     other => return other,
                 }
@@ -910,8 +874,10 @@ impl Resource {
         })
     }
 
-    /// The insert half of an upsert (hooks of the update already ran).
-    async fn do_insert_raw(
+    /// Validates, stamps, encodes and conditionally creates a new record, then writes its
+    /// partition references, broadcasts it and runs the after-insert hooks. Shared by insert and
+    /// by the insert half of an upsert (whose before-hooks already ran).
+    async fn create_record(
         &self,
         def: &Definition,
         id: &str,
@@ -929,12 +895,16 @@ impl Resource {
             .store()
             .create(&key, &encoded.metadata, encoded.body.clone())
             .await?;
-        let record = Record {
+        let mut record = Record {
             id: id.to_owned(),
             data,
             etag,
             schema_version: def.version.clone(),
         };
+        if !encoded.truncated.is_empty() {
+            // Give back what was stored.
+            record.data = self.decode(def, &key, &encoded.metadata, &encoded.body)?.0;
+        }
         self.write_references(def, id, None, Some(&record.data))
             .await?;
         self.report_encoding(id, &encoded);
