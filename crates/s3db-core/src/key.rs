@@ -83,6 +83,32 @@ impl Key {
         Ok(Self(key))
     }
 
+    /// [`Key::parse`] of a string already built, without copying it.
+    pub(crate) fn from_string(key: String) -> Result<Self> {
+        if key.is_empty() {
+            return Err(bad(&key, KeyProblem::Empty));
+        }
+        for part in key.split('/') {
+            check_part(part)?;
+        }
+        check_len(key.len(), &key)?;
+        Ok(Self(key))
+    }
+
+    /// This key with the part `<name>=<value>` appended (one allocation; the part is checked).
+    pub(crate) fn join_pair(&self, name: &str, value: &str) -> Result<Self> {
+        let mut key = String::with_capacity(self.0.len() + name.len() + value.len() + 2);
+        key.push_str(&self.0);
+        key.push('/');
+        let start = key.len();
+        key.push_str(name);
+        key.push('=');
+        key.push_str(value);
+        check_part(&key[start..])?;
+        check_len(key.len(), &key)?;
+        Ok(Self(key))
+    }
+
     /// A key as the store listed it (written by anyone, so not re-checked).
     pub(crate) fn listed(key: &str) -> Self {
         Self(key.to_owned())
@@ -154,21 +180,32 @@ impl std::str::FromStr for Key {
 /// # Errors
 /// [`Error::BadKey`] saying what is wrong.
 pub fn check_part(part: &str) -> Result<()> {
-    let problem = if part.is_empty() {
-        Some(KeyProblem::Empty)
-    } else if part.contains('/') {
-        Some(KeyProblem::ContainsSlash)
-    } else if part == "." || part.contains("..") {
-        Some(KeyProblem::DotSegment)
-    } else if part.chars().any(char::is_control) {
-        Some(KeyProblem::ControlCharacter)
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err(bad(part, problem)),
-        None => Ok(()),
+    if part.is_empty() {
+        return Err(bad(part, KeyProblem::Empty));
     }
+    if part == "." {
+        return Err(bad(part, KeyProblem::DotSegment));
+    }
+    // One pass over the bytes (keys are checked on every request). Control characters are
+    // U+0000–U+001F and U+007F (one byte) and U+0080–U+009F (UTF-8 `C2 80`–`C2 9F`).
+    let (mut slash, mut dots, mut control) = (false, false, false);
+    let mut previous = 0u8;
+    for &b in part.as_bytes() {
+        slash |= b == b'/';
+        dots |= b == b'.' && previous == b'.';
+        control |= b < 0x20 || b == 0x7f || (previous == 0xc2 && (0x80..0xa0).contains(&b));
+        previous = b;
+    }
+    let problem = if slash {
+        KeyProblem::ContainsSlash
+    } else if dots {
+        KeyProblem::DotSegment
+    } else if control {
+        KeyProblem::ControlCharacter
+    } else {
+        return Ok(());
+    };
+    Err(bad(part, problem))
 }
 
 /// Checks the length of a full key (database prefix included).
@@ -207,6 +244,24 @@ mod tests {
             "%41",
         ] {
             assert!(check_part(good).is_ok(), "{good:?} should be accepted");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_those_of_char_is_control() {
+        // The byte scan of `check_part` must agree with `char::is_control` on every character of
+        // the first planes (C1 controls are two UTF-8 bytes), alone and between other text.
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            for part in [format!("{c}"), format!("a{c}b"), format!("é{c}")] {
+                let refused = matches!(
+                    check_part(&part),
+                    Err(Error::BadKey {
+                        reason: KeyProblem::ControlCharacter,
+                        ..
+                    })
+                );
+                assert_eq!(refused, c.is_control(), "{c:?} in {part:?}");
+            }
         }
     }
 

@@ -20,7 +20,24 @@ const MAX_DEPTH: usize = 512;
 /// printable ASCII is escaped (`\uXXXX`, surrogate pairs beyond the BMP), so the text is printable
 /// ASCII.
 pub(crate) fn to_string(value: &(impl Serialize + ?Sized), ascii: bool) -> String {
-    Text { value, ascii }.to_string()
+    // `serde_json` writes valid UTF-8 (and `AsciiFormatter` only ASCII escapes), so the lossy
+    // conversion never replaces anything; it only avoids an error path that cannot happen.
+    match String::from_utf8(to_vec(value, ascii)) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+/// [`to_string`] as bytes (an object body is written as is, without a UTF-8 check).
+pub(crate) fn to_vec(value: &(impl Serialize + ?Sized), ascii: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, AsciiFormatter(ascii));
+    // Writing to a `Vec` cannot fail, and every value given here is JSON (maps with string keys):
+    // an error would leave a truncated text, which the caller's round-trip checks would catch.
+    if value.serialize(&mut serializer).is_err() {
+        out.clear();
+    }
+    out
 }
 
 /// A value that serializes with its object keys sorted, at every level.
@@ -52,39 +69,6 @@ impl<'a> SortedObject<'a> {
 impl Serialize for SortedObject<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.0.iter().map(|&(k, v)| (k, Sorted(v))))
-    }
-}
-
-/// `Display` of the compact JSON of a value (the pattern of `serde_json`'s own `Display for
-/// Value`: writing to a formatter cannot fail, so `to_string` needs no error path).
-struct Text<'a, T: ?Sized> {
-    value: &'a T,
-    ascii: bool,
-}
-
-impl<T: Serialize + ?Sized> fmt::Display for Text<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut serializer =
-            serde_json::Serializer::with_formatter(FmtWriter(f), AsciiFormatter(self.ascii));
-        self.value
-            .serialize(&mut serializer)
-            .map_err(|_| fmt::Error)
-    }
-}
-
-/// `io::Write` into a `fmt::Formatter`. `serde_json` hands each write whole characters (string
-/// fragments are `&str`, everything else is ASCII), so every chunk is valid UTF-8.
-struct FmtWriter<'a, 'b>(&'a mut fmt::Formatter<'b>);
-
-impl io::Write for FmtWriter<'_, '_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let text = std::str::from_utf8(buf).map_err(io::Error::other)?;
-        self.0.write_str(text).map_err(io::Error::other)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

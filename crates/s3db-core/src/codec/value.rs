@@ -68,9 +68,15 @@ pub fn encode_value(value: &Value) -> String {
 /// Encodes a string value (`s` or `u` tag).
 pub(crate) fn encode_string(s: &str) -> String {
     if is_header_safe(s) {
-        format!("s{s}")
+        let mut out = String::with_capacity(s.len() + 1);
+        out.push('s');
+        out.push_str(s);
+        out
     } else {
-        format!("u{}", URL_SAFE_NO_PAD.encode(s))
+        let mut out = String::with_capacity(base64_len(s.len()) + 1);
+        out.push('u');
+        URL_SAFE_NO_PAD.encode_string(s, &mut out);
+        out
     }
 }
 

@@ -410,7 +410,7 @@ impl PluginStorage {
         self.check_own(key)?;
         let expires_at = opts.ttl.map(|ttl| expiry_after(now_ms(), ttl));
         let encoded = encode(data, opts.behavior, expires_at, None)?;
-        self.store.put(key, &encoded.metadata, encoded.body).await
+        self.store.put(key, encoded.metadata, encoded.body).await
     }
 
     /// Writes `data` at `key` only if nothing live is there (an expired entry is replaced, by a
@@ -438,14 +438,10 @@ impl PluginStorage {
                 }
                 Some(raw) => {
                     self.store
-                        .update(key, &encoded.metadata, encoded.body, &raw.etag)
+                        .update(key, encoded.metadata, encoded.body, &raw.etag)
                         .await
                 }
-                None => {
-                    self.store
-                        .create(key, &encoded.metadata, encoded.body)
-                        .await
-                }
+                None => self.store.create(key, encoded.metadata, encoded.body).await,
             };
             match written {
                 // Someone wrote in between: look again (it may be live now).
@@ -501,7 +497,7 @@ impl PluginStorage {
         let expires_at = opts.ttl.map(|ttl| expiry_after(now_ms(), ttl));
         let encoded = encode(data, opts.behavior, expires_at, None)?;
         self.store
-            .update(key, &encoded.metadata, encoded.body, expected)
+            .update(key, encoded.metadata, encoded.body, expected)
             .await
     }
 
@@ -583,7 +579,7 @@ impl PluginStorage {
                     raw.system.get(WRITE_IDS).map(String::as_str),
                 )?;
                 self.store
-                    .update(key, &encoded.metadata, encoded.body, &raw.etag)
+                    .update(key, encoded.metadata, encoded.body, &raw.etag)
                     .await?;
                 Ok(true)
             };
@@ -797,12 +793,12 @@ impl PluginStorage {
         match expected {
             Some(etag) => {
                 self.store
-                    .update(key, &encoded.metadata, encoded.body, &etag)
+                    .update(key, encoded.metadata, encoded.body, &etag)
                     .await?
             }
             None => {
                 self.store
-                    .create(key, &encoded.metadata, encoded.body)
+                    .create(key, encoded.metadata, encoded.body)
                     .await?
             }
         };
@@ -942,14 +938,10 @@ impl PluginStorage {
         match expected {
             Some(etag) => {
                 self.store
-                    .update(key, &encoded.metadata, encoded.body, etag)
+                    .update(key, encoded.metadata, encoded.body, etag)
                     .await
             }
-            None => {
-                self.store
-                    .create(key, &encoded.metadata, encoded.body)
-                    .await
-            }
+            None => self.store.create(key, encoded.metadata, encoded.body).await,
         }
     }
 

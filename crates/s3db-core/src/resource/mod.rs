@@ -635,6 +635,9 @@ impl Resource {
     // ----- the operations themselves (innermost link of the chain) -----
 
     pub(crate) async fn execute(&self, op: Operation) -> Result<Outcome> {
+        // Only the smallest, hottest operations run inline: the others are boxed, so that this
+        // future (and every middleware level above it, which holds it) stays small; large futures
+        // are copied whole at each level on the way in.
         match op {
             Operation::Insert { id, data } => self.do_insert(id, data).await.map(Outcome::Record),
             Operation::Get { id } => self.do_get(&id).await.map(Outcome::Record),
@@ -647,11 +650,23 @@ impl Resource {
                 changes,
                 kind,
                 if_match,
-            } => self
-                .do_update(id, changes, kind, if_match)
+            } => Box::pin(self.do_update(id, changes, kind, if_match))
                 .await
                 .map(Outcome::Record),
-            Operation::Delete { id } => self.do_delete(&id).await.map(|()| Outcome::Deleted),
+            Operation::Delete { id } => Box::pin(self.do_delete(&id))
+                .await
+                .map(|()| Outcome::Deleted),
+            op @ (Operation::List { .. }
+            | Operation::ListIds { .. }
+            | Operation::Count { .. }
+            | Operation::Page { .. }
+            | Operation::Query { .. }) => Box::pin(self.execute_listing(op)).await,
+        }
+    }
+
+    /// The listing operations of [`Resource::execute`].
+    async fn execute_listing(&self, op: Operation) -> Result<Outcome> {
+        match op {
             Operation::List { partition, limit } => {
                 let ids = self.ids(partition.as_ref(), limit).await?;
                 let mut records = self.read_all(&ids, partition.as_ref()).await?;
@@ -673,12 +688,16 @@ impl Resource {
             }
             Operation::Page { size, cursor } => self.do_page(size, cursor).await.map(Outcome::Page),
             Operation::Query { filter } => self.do_query(&filter).await.map(Outcome::Records),
+            other => Err(Error::Refused {
+                operation: other.name(),
+                reason: "not a listing operation".to_owned(),
+            }),
         }
     }
 
     fn record_key(&self, id: &str) -> Result<Key> {
         check_part(id)?;
-        self.inner.data_prefix.join(&format!("id={id}"))
+        self.inner.data_prefix.join_pair("id", id)
     }
 
     fn historical_key(&self, id: &str) -> Result<Key> {
@@ -798,19 +817,15 @@ impl Resource {
                     // Fields of older schema versions that the current one dropped go away.
                     merged.retain(|name, _| def.schema.get(name).is_some());
                     if kind == UpdateKind::Patch {
-                        let mut checked = changes.clone();
-                        def.schema.validate(&mut checked, Mode::Partial)?;
-                        merged.extend(checked);
+                        merged.extend(def.schema.validated(changes.clone(), Mode::Partial)?);
+                        merged
                     } else {
                         merged.extend(changes.clone());
-                        def.schema.validate(&mut merged, Mode::Full)?;
+                        def.schema.validated(merged, Mode::Full)?
                     }
-                    merged
                 }
                 UpdateKind::Replace | UpdateKind::Upsert => {
-                    let mut replaced = changes.clone();
-                    def.schema.validate(&mut replaced, Mode::Full)?;
-                    replaced
+                    def.schema.validated(changes.clone(), Mode::Full)?
                 }
             };
             if def.timestamps {
@@ -823,21 +838,25 @@ impl Resource {
                 data.insert(UPDATED_AT.to_owned(), Value::String(now_rfc3339()));
             }
             let encoded = self.encode(&def, &data)?;
+            let stored = self.stored_data(&def, &key, &encoded)?;
+            let codec::Encoded {
+                metadata,
+                body,
+                overflowed,
+                truncated,
+            } = encoded;
             match self
                 .store()
-                .update(&key, &encoded.metadata, encoded.body.clone(), &before.etag)
+                .update(&key, metadata, body, &before.etag)
                 .await
             {
                 Ok(etag) => {
-                    let mut after = Record {
+                    let after = Record {
                         id: id.clone(),
-                        data,
+                        data: stored.unwrap_or(data),
                         etag,
                         schema_version: def.version.clone(),
                     };
-                    if !encoded.truncated.is_empty() {
-                        after.data = self.decode(&def, &key, &encoded.metadata, &encoded.body)?.0;
-                    }
                     if def.versioning {
                         self.store()
                             .put(
@@ -849,7 +868,7 @@ impl Resource {
                     }
                     self.write_references(&def, &id, Some(&before.data), Some(&after.data))
                         .await?;
-                    self.report_encoding(&id, &encoded);
+                    self.report_encoding(&id, overflowed, truncated);
                     self.emit(|| Event::Updated {
                         resource: self.name().to_owned(),
                         before: Arc::new(before.clone()),
@@ -884,30 +903,30 @@ impl Resource {
         mut data: Document,
     ) -> Result<Record> {
         let key = self.record_key(id)?;
-        def.schema.validate(&mut data, Mode::Full)?;
+        data = def.schema.validated(data, Mode::Full)?;
         if def.timestamps {
             let now = Value::String(now_rfc3339());
             data.insert(CREATED_AT.to_owned(), now.clone());
             data.insert(UPDATED_AT.to_owned(), now);
         }
         let encoded = self.encode(def, &data)?;
-        let etag = self
-            .store()
-            .create(&key, &encoded.metadata, encoded.body.clone())
-            .await?;
-        let mut record = Record {
+        let stored = self.stored_data(def, &key, &encoded)?;
+        let codec::Encoded {
+            metadata,
+            body,
+            overflowed,
+            truncated,
+        } = encoded;
+        let etag = self.store().create(&key, metadata, body).await?;
+        let record = Record {
             id: id.to_owned(),
-            data,
+            data: stored.unwrap_or(data),
             etag,
             schema_version: def.version.clone(),
         };
-        if !encoded.truncated.is_empty() {
-            // Give back what was stored.
-            record.data = self.decode(def, &key, &encoded.metadata, &encoded.body)?.0;
-        }
         self.write_references(def, id, None, Some(&record.data))
             .await?;
-        self.report_encoding(id, &encoded);
+        self.report_encoding(id, overflowed, truncated);
         self.emit(|| Event::Inserted {
             resource: self.name().to_owned(),
             record: Arc::new(record.clone()),
@@ -973,6 +992,14 @@ impl Resource {
         after: Option<&Document>,
     ) -> Result<()> {
         if def.partitions.is_empty() {
+            return Ok(());
+        }
+        if let ([partition], None, Some(after)) = (def.partitions.as_slice(), before, after) {
+            // A new record in one partition (the usual insert): one reference, written directly.
+            let key = partition.reference(self.name(), id, after)?;
+            self.store()
+                .put(&key, Metadata::new(), Bytes::new())
+                .await?;
             return Ok(());
         }
         let mut puts = Vec::new();
@@ -1213,18 +1240,34 @@ impl Resource {
         Ok((doc, version))
     }
 
-    fn report_encoding(&self, id: &str, encoded: &codec::Encoded) {
-        if encoded.overflowed {
+    /// What a read of `encoded` will give back, when that differs from the data written (fields
+    /// truncated or dropped by [`Behavior::TruncateData`]); `None` when it is the data as given.
+    fn stored_data(
+        &self,
+        def: &Definition,
+        key: &Key,
+        encoded: &codec::Encoded,
+    ) -> Result<Option<Document>> {
+        if encoded.truncated.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.decode(def, key, &encoded.metadata, &encoded.body)?.0,
+        ))
+    }
+
+    fn report_encoding(&self, id: &str, overflowed: bool, truncated: Vec<String>) {
+        if overflowed {
             self.emit(|| Event::MetadataOverflow {
                 resource: self.name().to_owned(),
                 id: id.to_owned(),
             });
         }
-        if !encoded.truncated.is_empty() {
+        if !truncated.is_empty() {
             self.emit(|| Event::Truncated {
                 resource: self.name().to_owned(),
                 id: id.to_owned(),
-                fields: encoded.truncated.clone(),
+                fields: truncated,
             });
         }
     }

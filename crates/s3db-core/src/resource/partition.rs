@@ -105,12 +105,20 @@ impl Partition {
     /// # Errors
     /// [`Error::BadKey`] if a value or the id makes an invalid or too long key.
     pub fn reference(&self, resource: &str, id: &str, data: &Map<String, Value>) -> Result<Key> {
-        let mut key = self.root(resource)?;
+        let mut key = String::with_capacity(64 + resource.len() + id.len());
+        key.push_str("resource=");
+        key.push_str(resource);
+        key.push_str("/partition=");
+        key.push_str(&self.name);
         for field in &self.fields {
-            let value = data.get(field).unwrap_or(&Value::Null);
-            key = key.join(&format!("{field}={}", encode_value(value)))?;
+            key.push('/');
+            key.push_str(field);
+            key.push('=');
+            push_encoded_value(&mut key, data.get(field).unwrap_or(&Value::Null));
         }
-        key.join(&format!("id={id}"))
+        key.push_str("/id=");
+        key.push_str(id);
+        Key::from_string(key)
     }
 
     /// Whether a record with these data belongs under the reference `values` describes.
@@ -127,24 +135,45 @@ impl Partition {
 /// Encodes a partition value as a key-part-safe string.
 #[must_use]
 pub fn encode_value(value: &Value) -> String {
+    let mut out = String::new();
+    push_encoded_value(&mut out, value);
+    out
+}
+
+/// Appends [`encode_value`] of `value` to `out`.
+fn push_encoded_value(out: &mut String, value: &Value) {
+    let json;
     let text = match value {
-        Value::Null => return "%00".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::Null => {
+            out.push_str("%00");
+            return;
+        }
+        Value::String(s) => s.as_str(),
+        other => {
+            json = other.to_string();
+            json.as_str()
+        }
     };
     let dots = text == "." || text.contains("..");
-    let mut out = String::with_capacity(text.len());
+    let plain = |c: char| !(c == '%' || c == '/' || c.is_control() || (dots && c == '.'));
+    if text.chars().all(plain) {
+        out.push_str(text);
+        return;
+    }
+    out.reserve(text.len());
     for c in text.chars() {
-        if c == '%' || c == '/' || c.is_control() || (dots && c == '.') {
+        if plain(c) {
+            out.push(c);
+        } else {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
             }
-        } else {
-            out.push(c);
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -35,15 +35,36 @@ impl Schema {
     ///
     /// [`Error::Validation`] with every failing field; `doc` is then left unchanged.
     pub fn validate(&self, doc: &mut Map<String, Value>, mode: Mode) -> Result<()> {
-        let mut copy = doc.clone();
+        *doc = self.validated(doc.clone(), mode)?;
+        Ok(())
+    }
+
+    /// [`Schema::validate`] of a document the caller gives up: it is normalised in place, without
+    /// a copy, and returned; on error it is dropped.
+    ///
+    /// # Errors
+    /// [`Error::Validation`] with every failing field.
+    pub fn validated(&self, mut doc: Map<String, Value>, mode: Mode) -> Result<Map<String, Value>> {
         let mut errors = Vec::new();
-        validate_object(self, &mut copy, mode, "", &mut errors);
+        validate_object(self, &mut doc, mode, "", &mut errors);
         if errors.is_empty() {
-            *doc = copy;
-            Ok(())
+            Ok(doc)
         } else {
             Err(Error::Validation(errors))
         }
+    }
+}
+
+/// Where a value sits in the document (`address.zip`), joined only when an error names it.
+#[derive(Clone, Copy)]
+struct FieldPath<'a> {
+    prefix: &'a str,
+    name: &'a str,
+}
+
+impl FieldPath<'_> {
+    fn full(self) -> String {
+        join_path(self.prefix, self.name)
     }
 }
 
@@ -55,6 +76,10 @@ pub(super) fn check_default(
     value: &mut Value,
 ) -> Vec<FieldError> {
     let mut errors = Vec::new();
+    let path = FieldPath {
+        prefix: "",
+        name: path,
+    };
     check_value(attribute, path, value, Mode::Full, &mut errors);
     errors
 }
@@ -67,7 +92,10 @@ fn validate_object(
     errors: &mut Vec<FieldError>,
 ) {
     for attribute in schema.attributes() {
-        let path = join_path(prefix, &attribute.name);
+        let path = FieldPath {
+            prefix,
+            name: &attribute.name,
+        };
         match object.get_mut(&attribute.name) {
             None => {
                 if mode == Mode::Partial {
@@ -75,10 +103,10 @@ fn validate_object(
                 }
                 if let Some(default) = &attribute.default {
                     let mut value = default.clone();
-                    check_value(attribute, &path, &mut value, mode, errors);
+                    check_value(attribute, path, &mut value, mode, errors);
                     object.insert(attribute.name.clone(), value);
                 } else if attribute.required {
-                    errors.push(FieldError::new(path, "required", "is required"));
+                    errors.push(FieldError::new(path.full(), "required", "is required"));
                 }
             }
             Some(Value::Null) => {
@@ -87,10 +115,10 @@ fn validate_object(
                         Mode::Full => "is required",
                         Mode::Partial => "is required and cannot be set to null",
                     };
-                    errors.push(FieldError::new(path, "required", message));
+                    errors.push(FieldError::new(path.full(), "required", message));
                 }
             }
-            Some(value) => check_value(attribute, &path, value, mode, errors),
+            Some(value) => check_value(attribute, path, value, mode, errors),
         }
     }
     for key in object.keys() {
@@ -221,7 +249,7 @@ fn bound(n: f64) -> String {
 /// Checks one non-null value against its attribute, transforming strings in place.
 fn check_value(
     attribute: &Attribute,
-    path: &str,
+    path: FieldPath<'_>,
     value: &mut Value,
     mode: Mode,
     errors: &mut Vec<FieldError>,
@@ -238,10 +266,10 @@ fn check_value(
         }
     }
     if let Some(message) = check_type(&attribute.kind, value) {
-        errors.push(FieldError::new(path, "type", message));
+        errors.push(FieldError::new(path.full(), "type", message));
         return;
     }
-    let field = |rule: &str, message: String| FieldError::new(path, rule, message);
+    let field = |rule: &str, message: String| FieldError::new(path.full(), rule, message);
     match (&attribute.kind, &mut *value) {
         (AttributeType::Enum(values), Value::String(s)) => {
             let known = values.iter().any(|v| v == s);
@@ -278,13 +306,17 @@ fn check_value(
                 let kind = scalar_kind(*scalar);
                 for (i, item) in array.iter_mut().enumerate() {
                     if let Some(message) = check_type(&kind, item) {
-                        errors.push(FieldError::new(format!("{path}[{i}]"), "items", message));
+                        errors.push(FieldError::new(
+                            format!("{}[{i}]", path.full()),
+                            "items",
+                            message,
+                        ));
                     }
                 }
             }
         }
         (AttributeType::Object(Some(nested)), Value::Object(object)) => {
-            validate_object(nested, object, mode, path, errors);
+            validate_object(nested, object, mode, &path.full(), errors);
         }
         (_, Value::String(s)) => {
             #[allow(clippy::cast_precision_loss)]

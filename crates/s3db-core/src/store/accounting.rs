@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,8 @@ pub struct RequestAccounting {
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
     observers: RwLock<Vec<(ObserverId, Arc<dyn RequestObserver>)>>,
+    /// Whether `observers` is non-empty, read without the lock on every request.
+    observed: AtomicBool,
     next_observer: AtomicU64,
 }
 
@@ -164,10 +166,12 @@ impl RequestAccounting {
     /// Adds an observer that sees every later request.
     pub fn observe(&self, observer: Arc<dyn RequestObserver>) -> ObserverId {
         let id = ObserverId(self.next_observer.fetch_add(1, Ordering::Relaxed));
-        self.observers
+        let mut observers = self
+            .observers
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((id, observer));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        observers.push((id, observer));
+        self.observed.store(true, Ordering::Release);
         id
     }
 
@@ -188,6 +192,8 @@ impl RequestAccounting {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = observers.len();
         observers.retain(|(other, _)| *other != id);
+        self.observed
+            .store(!observers.is_empty(), Ordering::Release);
         observers.len() != before
     }
 
@@ -197,12 +203,14 @@ impl RequestAccounting {
             .fetch_add(event.bytes_sent, Ordering::Relaxed);
         self.bytes_received
             .fetch_add(event.bytes_received, Ordering::Relaxed);
-        let observers = self
-            .observers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (_, observer) in observers.iter() {
-            observer.on_request(event);
+        if self.observed.load(Ordering::Acquire) {
+            let observers = self
+                .observers
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (_, observer) in observers.iter() {
+                observer.on_request(event);
+            }
         }
         tracing::trace!(
             kind = event.kind.as_str(),
@@ -294,11 +302,19 @@ impl AccountingStore {
         Self { inner, accounting }
     }
 
+    /// The start of a request, when someone will see its duration (an observer or a `TRACE`
+    /// log): reading the clock twice per request is a measurable part of a memory request.
+    fn start(&self) -> Option<Instant> {
+        (self.accounting.observed.load(Ordering::Acquire)
+            || tracing::enabled!(tracing::Level::TRACE))
+        .then(Instant::now)
+    }
+
     fn record(
         &self,
         kind: RequestKind,
         key: &Path,
-        started: Instant,
+        started: Option<Instant>,
         ok: bool,
         sent: u64,
         received: u64,
@@ -308,7 +324,7 @@ impl AccountingStore {
             key: key.as_ref(),
             bytes_sent: sent,
             bytes_received: received,
-            duration: started.elapsed(),
+            duration: started.map(|t| t.elapsed()).unwrap_or_default(),
             ok,
         });
     }
@@ -341,9 +357,9 @@ impl ObjectStore for AccountingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        let started = Instant::now();
+        let started = self.start();
         let sent = payload.content_length() as u64;
-        let result = self.inner.put_opts(location, payload, opts).await;
+        let result = self.inner.as_ref().put_opts(location, payload, opts).await;
         self.record(RequestKind::Put, location, started, result.is_ok(), sent, 0);
         result
     }
@@ -353,7 +369,7 @@ impl ObjectStore for AccountingStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        let started = Instant::now();
+        let started = self.start();
         let result = self.inner.put_multipart_opts(location, opts).await;
         self.record(RequestKind::Post, location, started, result.is_ok(), 0, 0);
         Ok(Box::new(AccountedUpload {
@@ -368,13 +384,13 @@ impl ObjectStore for AccountingStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        let started = Instant::now();
+        let started = self.start();
         let kind = if options.head {
             RequestKind::Head
         } else {
             RequestKind::Get
         };
-        let result = self.inner.get_opts(location, options).await;
+        let result = self.inner.as_ref().get_opts(location, options).await;
         let received = match &result {
             Ok(r) if kind == RequestKind::Get => len(&r.range),
             _ => 0,
@@ -388,7 +404,7 @@ impl ObjectStore for AccountingStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<bytes::Bytes>> {
-        let started = Instant::now();
+        let started = self.start();
         let result = self.inner.get_ranges(location, ranges).await;
         for range in ranges {
             let received = if result.is_ok() { len(range) } else { 0 };
@@ -409,7 +425,7 @@ impl ObjectStore for AccountingStore {
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
         let accounting = Arc::clone(&self.accounting);
-        let started = Instant::now();
+        let started = self.start();
         self.inner
             .delete_stream(locations)
             .inspect(move |result| {
@@ -423,7 +439,7 @@ impl ObjectStore for AccountingStore {
                     key,
                     bytes_sent: 0,
                     bytes_received: 0,
-                    duration: started.elapsed(),
+                    duration: started.map(|t| t.elapsed()).unwrap_or_default(),
                     ok: result.is_ok(),
                 });
             })
@@ -431,7 +447,7 @@ impl ObjectStore for AccountingStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let stream = self.inner.list(prefix);
+        let stream = self.inner.as_ref().list(prefix);
         paged(stream, prefix, Arc::clone(&self.accounting))
     }
 
@@ -440,13 +456,13 @@ impl ObjectStore for AccountingStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let stream = self.inner.list_with_offset(prefix, offset);
+        let stream = self.inner.as_ref().list_with_offset(prefix, offset);
         paged(stream, prefix, Arc::clone(&self.accounting))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let started = Instant::now();
-        let result = self.inner.list_with_delimiter(prefix).await;
+        let started = self.start();
+        let result = self.inner.as_ref().list_with_delimiter(prefix).await;
         let entries = result
             .as_ref()
             .map_or(0, |r| (r.objects.len() + r.common_prefixes.len()) as u64);
@@ -471,8 +487,8 @@ impl ObjectStore for AccountingStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        let started = Instant::now();
-        let result = self.inner.copy_opts(from, to, options).await;
+        let started = self.start();
+        let result = self.inner.as_ref().copy_opts(from, to, options).await;
         self.record(RequestKind::Copy, to, started, result.is_ok(), 0, 0);
         result
     }
@@ -483,7 +499,7 @@ impl ObjectStore for AccountingStore {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
-        let started = Instant::now();
+        let started = self.start();
         let result = self.inner.rename_opts(from, to, options).await;
         self.record(RequestKind::Copy, to, started, result.is_ok(), 0, 0);
         self.record(RequestKind::Delete, from, started, result.is_ok(), 0, 0);

@@ -1,5 +1,6 @@
 //! User metadata (S3 `x-amz-meta-*`), checked so that every backend stores exactly what S3 would.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -50,6 +51,11 @@ impl Metadata {
     /// Entries in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Entries in name order, by value.
+    pub(crate) fn into_entries(self) -> impl Iterator<Item = (String, String)> {
+        self.0.into_iter()
     }
 
     /// Number of entries.
@@ -116,6 +122,18 @@ impl Metadata {
 impl fmt::Debug for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+impl<'a> From<&'a Metadata> for Cow<'a, Metadata> {
+    fn from(metadata: &'a Metadata) -> Self {
+        Cow::Borrowed(metadata)
+    }
+}
+
+impl From<Metadata> for Cow<'_, Metadata> {
+    fn from(metadata: Metadata) -> Self {
+        Cow::Owned(metadata)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod fault;
 pub mod file;
 mod metadata;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -259,8 +260,16 @@ impl Store {
     /// # Errors
     /// [`Error::BadMetadata`], [`Error::MetadataLimit`], [`Error::BadKey`] before any request;
     /// [`Error::Storage`] if the store fails.
-    pub async fn put(&self, key: &Key, metadata: &Metadata, body: Bytes) -> Result<ETag> {
-        self.write(key, metadata, body, PutMode::Overwrite, "put")
+    ///
+    /// `metadata` is a `&Metadata`, or a `Metadata` given up to the write (which saves copying
+    /// its names and values).
+    pub async fn put<'m>(
+        &self,
+        key: &Key,
+        metadata: impl Into<Cow<'m, Metadata>>,
+        body: Bytes,
+    ) -> Result<ETag> {
+        self.write(key, metadata.into(), body, PutMode::Overwrite, "put")
             .await
     }
 
@@ -268,8 +277,13 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::AlreadyExists`] if an object is there; otherwise as [`Store::put`].
-    pub async fn create(&self, key: &Key, metadata: &Metadata, body: Bytes) -> Result<ETag> {
-        self.write(key, metadata, body, PutMode::Create, "create")
+    pub async fn create<'m>(
+        &self,
+        key: &Key,
+        metadata: impl Into<Cow<'m, Metadata>>,
+        body: Bytes,
+    ) -> Result<ETag> {
+        self.write(key, metadata.into(), body, PutMode::Create, "create")
             .await
     }
 
@@ -278,10 +292,10 @@ impl Store {
     /// # Errors
     /// [`Error::PreconditionFailed`] if the object changed since `expected` was read, or no longer
     /// exists; otherwise as [`Store::put`].
-    pub async fn update(
+    pub async fn update<'m>(
         &self,
         key: &Key,
-        metadata: &Metadata,
+        metadata: impl Into<Cow<'m, Metadata>>,
         body: Bytes,
         expected: &ETag,
     ) -> Result<ETag> {
@@ -289,7 +303,7 @@ impl Store {
             e_tag: Some(expected.0.clone()),
             version: None,
         });
-        match self.write(key, metadata, body, mode, "update").await {
+        match self.write(key, metadata.into(), body, mode, "update").await {
             // Some servers answer 404 to If-Match on a missing key; all backends report it alike.
             Err(Error::NotFound { key }) => Err(Error::PreconditionFailed { key }),
             other => other,
@@ -299,30 +313,40 @@ impl Store {
     async fn write(
         &self,
         key: &Key,
-        metadata: &Metadata,
+        metadata: Cow<'_, Metadata>,
         body: Bytes,
         mode: PutMode,
         operation: &'static str,
     ) -> Result<ETag> {
         metadata.check()?;
         let path = self.path(key)?;
-        let attributes: Attributes = metadata
-            .iter()
-            .map(|(k, v)| {
-                (
-                    Attribute::Metadata(k.to_owned().into()),
-                    object_store::AttributeValue::from(v.to_owned()),
-                )
-            })
-            .collect();
+        let attributes: Attributes = match metadata {
+            Cow::Owned(metadata) => metadata
+                .into_entries()
+                .map(|(k, v)| {
+                    (
+                        Attribute::Metadata(k.into()),
+                        object_store::AttributeValue::from(v),
+                    )
+                })
+                .collect(),
+            Cow::Borrowed(metadata) => metadata
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        Attribute::Metadata(k.to_owned().into()),
+                        object_store::AttributeValue::from(v.to_owned()),
+                    )
+                })
+                .collect(),
+        };
         let opts = PutOptions {
             mode,
             attributes,
             ..PutOptions::default()
         };
         let result = self
-            .inner
-            .objects
+            .objects()
             .put_opts(&path, PutPayload::from_bytes(body), opts)
             .await
             .map_err(|e| map_error(operation, key.as_str(), e))?;
@@ -341,8 +365,7 @@ impl Store {
     pub async fn get(&self, key: &Key) -> Result<Object> {
         let path = self.path(key)?;
         let result = self
-            .inner
-            .objects
+            .objects()
             .get_opts(&path, GetOptions::default())
             .await
             .map_err(|e| map_error("get", key.as_str(), e))?;
@@ -361,8 +384,7 @@ impl Store {
     pub async fn head(&self, key: &Key) -> Result<ObjectHead> {
         let path = self.path(key)?;
         let result = self
-            .inner
-            .objects
+            .objects()
             .get_opts(&path, GetOptions::new().with_head(true))
             .await
             .map_err(|e| map_error("head", key.as_str(), e))?;
@@ -387,7 +409,7 @@ impl Store {
     /// [`Error::Storage`] if the store fails.
     pub async fn delete(&self, key: &Key) -> Result<()> {
         let path = self.path(key)?;
-        match self.inner.objects.delete(&path).await {
+        match self.objects().delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(map_error("delete", key.as_str(), e)),
         }
@@ -424,8 +446,7 @@ impl Store {
     /// [`Error::NotFound`] if the source is missing; [`Error::Storage`] if the store fails.
     pub async fn copy(&self, from: &Key, to: &Key) -> Result<()> {
         let (from_path, to_path) = (self.path(from)?, self.path(to)?);
-        self.inner
-            .objects
+        self.objects()
             .copy(&from_path, &to_path)
             .await
             .map_err(|e| map_error("copy", from.as_str(), e))
@@ -457,7 +478,7 @@ impl Store {
                 .inner
                 .objects
                 .list_with_offset(prefix_path.as_ref(), &offset),
-            Ok(None) => self.inner.objects.list(prefix_path.as_ref()),
+            Ok(None) => self.objects().list(prefix_path.as_ref()),
             Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
         };
         listing
@@ -509,17 +530,26 @@ impl Store {
         self.list(prefix).map_ok(|e| e.key).try_collect().await
     }
 
+    /// The accounted object store, called through its vtable directly (calling through the
+    /// `Arc` would go through `object_store`'s forwarding impl, one more boxed future per
+    /// request).
+    fn objects(&self) -> &dyn ObjectStore {
+        self.inner.objects.as_ref()
+    }
+
     fn root_path(&self) -> Option<Path> {
         (!self.inner.prefix.is_empty()).then(|| Path::from_iter(self.inner.prefix.split('/')))
     }
 
     /// The full path of a key, database prefix included.
     fn path(&self, key: &Key) -> Result<Path> {
-        let full = if self.inner.prefix.is_empty() {
-            key.as_str().to_owned()
-        } else {
-            format!("{}/{}", self.inner.prefix, key.as_str())
-        };
+        let prefix = &self.inner.prefix;
+        let mut full = String::with_capacity(prefix.len() + 1 + key.as_str().len());
+        if !prefix.is_empty() {
+            full.push_str(prefix);
+            full.push('/');
+        }
+        full.push_str(key.as_str());
         check_len(full.len(), &full)?;
         Path::parse(&full).map_err(|e| Error::BadKey {
             key: key.to_string(),
