@@ -58,9 +58,10 @@ const RESOURCE: &str = "users";
 /// Name of the partition on `region`.
 const PARTITION: &str = "byRegion";
 
-/// Rounds of the raw put measurement on memory (the median round is kept: a 2000-put memory
-/// phase lasts about 2 ms, so single rounds are noisy).
-pub const RAW_PUT_ROUNDS: usize = 3;
+/// Rounds of the insert-vs-raw-put comparison on memory: each round inserts N records into a new
+/// resource of the same definition, then makes N raw puts; the median of the rounds' ratios is
+/// kept (a 2000-put memory phase lasts a few ms, so single rounds are noisy).
+pub const RAW_PUT_ROUNDS: usize = 7;
 
 /// The result of one phase.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,26 +85,65 @@ pub struct ResourcesResult {
     pub n: usize,
     /// The phases, in the order they ran.
     pub phases: Vec<PhaseResult>,
-    /// On memory: the raw `object_store` put of N objects (median of [`RAW_PUT_ROUNDS`] rounds).
-    pub raw_put: Option<Measurement>,
+    /// On memory: [`RAW_PUT_ROUNDS`] rounds of (N inserts into a new resource of the same
+    /// definition, N raw `object_store` puts), run after the phases.
+    pub insert_rounds: Vec<InsertRound>,
+}
+
+/// One round of the insert-vs-raw-put comparison.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InsertRound {
+    /// N sequential inserts (requests: the PUTs they made).
+    pub insert: Measurement,
+    /// N sequential raw `object_store` puts.
+    pub raw_put: Measurement,
+}
+
+impl InsertRound {
+    /// Insert ops/s ÷ raw put ops/s.
+    pub fn per_insert(&self) -> f64 {
+        self.insert.ops_per_s() / self.raw_put.ops_per_s()
+    }
+
+    /// The same per object written: PUTs/s of the inserts ÷ raw put ops/s.
+    pub fn per_put(&self) -> f64 {
+        self.per_insert() * self.insert.requests as f64 / self.insert.ops.max(1) as f64
+    }
 }
 
 impl ResourcesResult {
     /// The phase named `name`.
+    #[cfg(test)]
     pub fn phase(&self, name: &str) -> Option<&PhaseResult> {
         self.phases.iter().find(|p| p.name == name)
     }
 
-    /// `insert_seq` ops/s divided by raw `object_store` put ops/s (memory only).
+    /// The median round of the insert-vs-raw-put comparison by `ratio` (memory only).
+    pub fn median_round(&self, ratio: fn(&InsertRound) -> f64) -> Option<f64> {
+        let mut ratios: Vec<f64> = self.insert_rounds.iter().map(ratio).collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios.get(ratios.len() / 2).copied()
+    }
+
+    /// Median of the rounds' insert ops/s ÷ raw put ops/s (memory only).
     pub fn insert_vs_raw_put(&self) -> Option<f64> {
-        let insert = self.phase("insert_seq")?.measurement;
-        self.raw_put.map(|raw| insert.ops_per_s() / raw.ops_per_s())
+        self.median_round(InsertRound::per_insert)
+    }
+
+    /// Median of the rounds' PUTs/s of inserts ÷ raw put ops/s (memory only).
+    pub fn insert_put_vs_raw_put(&self) -> Option<f64> {
+        self.median_round(InsertRound::per_put)
     }
 }
 
 /// The resource definition of the workload.
 pub fn users_config() -> ResourceConfig {
-    ResourceConfig::new(RESOURCE)
+    users_config_named(RESOURCE)
+}
+
+/// The resource definition of the workload under another name.
+fn users_config_named(name: &str) -> ResourceConfig {
+    ResourceConfig::new(name)
         .attribute("name", "string|required")
         .attribute("email", "email|required")
         .attribute("age", "number")
@@ -179,12 +219,6 @@ pub async fn run(target: &Target, n: usize) -> Result<ResourcesResult, BoxError>
         .connect()
         .await?;
     let users = db.create_resource(users_config()).await?;
-
-    let raw_put = if target.kind == BackendKind::Memory {
-        Some(measure_raw_put(target, n).await?)
-    } else {
-        None
-    };
 
     let docs: Vec<Value> = (0..n).map(|i| document("u", i)).collect();
     let ids: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
@@ -300,33 +334,53 @@ pub async fn run(target: &Target, n: usize) -> Result<ResourcesResult, BoxError>
         .await?,
     );
 
+    let insert_rounds = if target.kind == BackendKind::Memory {
+        measure_insert_vs_raw(&db, target, n).await?
+    } else {
+        Vec::new()
+    };
+
     Ok(ResourcesResult {
         backend: target.kind,
         connection: target.description(),
         n,
         phases,
-        raw_put,
+        insert_rounds,
     })
 }
 
-/// The raw `object_store` put rate of `n` objects, measured as the `store` workload's raw `put`
-/// phase (200-byte body, 3 metadata entries as attributes), median of [`RAW_PUT_ROUNDS`] rounds on
-/// new keys.
-async fn measure_raw_put(target: &Target, n: usize) -> Result<Measurement, BoxError> {
+/// [`RAW_PUT_ROUNDS`] rounds of: `n` sequential inserts of the workload's documents into a new
+/// resource of the workload's definition, then `n` raw `object_store` puts measured as the
+/// `store` workload's raw `put` phase (200-byte body, 3 metadata entries as attributes) on new
+/// keys of the same memory bucket.
+async fn measure_insert_vs_raw(
+    db: &Database,
+    target: &Target,
+    n: usize,
+) -> Result<Vec<InsertRound>, BoxError> {
     let raw = open_object_store(&target.base)?;
     let payload = Payload::new();
+    let docs: Vec<Value> = (0..n).map(|i| document("r", i)).collect();
     let mut rounds = Vec::with_capacity(RAW_PUT_ROUNDS);
     for round in 0..RAW_PUT_ROUNDS {
+        let resource = db
+            .create_resource(users_config_named(&format!("{RESOURCE}{round}")))
+            .await?;
+        let insert = timed(db, "insert_seq", async {
+            for doc in &docs {
+                resource.insert(doc).await?;
+            }
+            Ok(n)
+        })
+        .await?
+        .measurement;
         let paths = names(&format!("put{round}"), n)
             .map(|name| target.raw_path(&name))
             .collect::<Result<Vec<_>, _>>()?;
-        rounds.push(raw_put(&raw, &paths, &payload).await?);
+        let raw_put = raw_put(&raw, &paths, &payload).await?;
+        rounds.push(InsertRound { insert, raw_put });
     }
-    rounds.sort_by_key(|m| m.elapsed);
-    rounds
-        .get(rounds.len() / 2)
-        .copied()
-        .ok_or_else(|| "no raw put round ran".into())
+    Ok(rounds)
 }
 
 #[cfg(test)]
@@ -354,7 +408,18 @@ mod tests {
             let result = run(&target, N as usize).await?;
             let names: Vec<_> = result.phases.iter().map(|p| p.name).collect();
             assert_eq!(names, PHASES);
-            assert_eq!(result.raw_put.is_some(), kind == BackendKind::Memory);
+            let rounds = if kind == BackendKind::Memory {
+                RAW_PUT_ROUNDS
+            } else {
+                0
+            };
+            assert_eq!(result.insert_rounds.len(), rounds);
+            for round in &result.insert_rounds {
+                // The same floor as insert_seq: 2 PUTs per insert.
+                assert_eq!(round.insert.ops, N);
+                assert_eq!(round.insert.requests, 2 * N);
+                assert!((round.per_put() - 2.0 * round.per_insert()).abs() < 1e-9);
+            }
             // (phase, operations, [(kind, requests)]): every other kind must be zero.
             let expected = [
                 // 1 conditional PUT of the record + 1 PUT of its partition reference.

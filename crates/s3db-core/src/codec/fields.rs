@@ -1,5 +1,6 @@
 //! Attribute names ↔ metadata names: [`FieldMap`] short keys and the `x-` escape.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -7,6 +8,12 @@ use serde::{Deserialize, Serialize};
 
 /// Prefix of the metadata names of attributes that are not in the [`FieldMap`].
 pub const ESCAPED_PREFIX: &str = "x-";
+
+/// The single-character keys (`0`..`9`, `a`..`z`), in counter order.
+const SINGLE_KEYS: [&str; 36] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f", "g", "h", "i",
+    "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z",
+];
 
 /// A stable mapping from attribute names to short metadata keys.
 ///
@@ -111,10 +118,22 @@ impl FieldMap {
 
     /// The metadata name an attribute is written under: its short key, or [`escape_name`].
     #[must_use]
-    pub fn metadata_name(&self, name: &str) -> String {
+    pub fn metadata_name(&self, name: &str) -> Cow<'static, str> {
         match self.key_of(name) {
-            Some(key) => key.to_owned(),
-            None => escape_name(name),
+            // The first 36 keys are single characters: borrowed from a static table, so writing a
+            // record does not allocate their names.
+            Some(key) => {
+                let single = match key.as_bytes() {
+                    [b @ b'0'..=b'9'] => SINGLE_KEYS.get(usize::from(b - b'0')),
+                    [b @ b'a'..=b'z'] => SINGLE_KEYS.get(usize::from(b - b'a') + 10),
+                    _ => None,
+                };
+                match single {
+                    Some(single) => Cow::Borrowed(single),
+                    None => Cow::Owned(key.to_owned()),
+                }
+            }
+            None => Cow::Owned(escape_name(name)),
         }
     }
 

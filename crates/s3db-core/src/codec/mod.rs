@@ -24,6 +24,7 @@ mod value;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -73,7 +74,7 @@ pub struct Decoded {
 /// One field of the document being encoded.
 struct Field<'a> {
     name: &'a str,
-    meta: String,
+    meta: Cow<'static, str>,
     value: &'a Value,
     /// Encoded metadata value (not computed for [`Behavior::BodyOnly`]).
     encoded: String,
@@ -100,12 +101,15 @@ pub fn encode(
     doc: &Map<String, Value>,
     fields: &FieldMap,
     behavior: Behavior,
-    system: &[(&str, String)],
+    system: &[(&'static str, String)],
 ) -> Result<Encoded> {
-    let mut metadata = Metadata::new();
+    let mut metadata = Metadata::with_capacity(system.len() + doc.len() + 1);
     for (name, value) in system {
         check_system_entry(name, value)?;
-        if metadata.insert(*name, value.clone()).is_some() {
+        if metadata
+            .insert_name(Cow::Borrowed(name), value.clone())
+            .is_some()
+        {
             return Err(Error::BadMetadata {
                 name: (*name).to_owned(),
                 reason: "system entry given twice".to_owned(),
@@ -143,7 +147,7 @@ pub fn encode(
             let total = system_size + all.iter().map(Field::size).sum::<usize>();
             if total <= METADATA_LIMIT {
                 for field in all {
-                    metadata.insert(field.meta, field.encoded);
+                    metadata.insert_name(field.meta, field.encoded);
                 }
             } else if behavior == Behavior::EnforceLimits {
                 return Err(Error::MetadataLimit {
@@ -161,7 +165,7 @@ pub fn encode(
             for field in all {
                 if used + field.size() <= METADATA_LIMIT {
                     used += field.size();
-                    metadata.insert(field.meta, field.encoded);
+                    metadata.insert_name(field.meta, field.encoded);
                 } else {
                     in_body.push(field);
                 }
@@ -173,17 +177,33 @@ pub fn encode(
         }
     }
 
-    let hash_value = Value::String(metadata_hash(&metadata));
-    let hash = (!metadata.is_empty()).then_some((HASH_KEY, &hash_value));
-    let body = canonical::to_vec(
-        &canonical::SortedObject::new(
-            in_body
-                .iter()
-                .map(|f| (f.meta.as_str(), f.value))
-                .chain(hash),
-        ),
-        false,
-    );
+    let hash = (!metadata.is_empty()).then(|| metadata_hash(&metadata));
+    let body = if in_body.is_empty() {
+        // Everything is in the metadata (the usual case): the body is `{"_h":"…"}` or `{}`,
+        // exactly as the serializer below would write it.
+        let mut body = Vec::with_capacity(8 + HASH_KEY.len() + 16);
+        body.push(b'{');
+        if let Some(hash) = &hash {
+            body.push(b'"');
+            body.extend_from_slice(HASH_KEY.as_bytes());
+            body.extend_from_slice(b"\":\"");
+            body.extend_from_slice(hash.as_bytes());
+            body.push(b'"');
+        }
+        body.push(b'}');
+        body
+    } else {
+        let hash_value = hash.map(Value::String);
+        canonical::to_vec(
+            &canonical::SortedObject::new(
+                in_body
+                    .iter()
+                    .map(|f| (f.meta.as_ref(), f.value))
+                    .chain(hash_value.as_ref().map(|h| (HASH_KEY, h))),
+            ),
+            false,
+        )
+    };
     // Every entry was built header-safe and the size kept within the limit above; the store
     // checks the metadata again before writing it.
     debug_assert!(metadata.check().is_ok(), "{metadata:?}");
@@ -248,7 +268,7 @@ fn truncate(
     }
     if kept == fields.len() {
         for field in fields {
-            metadata.insert(field.meta, field.encoded);
+            metadata.insert_name(field.meta, field.encoded);
         }
         return Ok(Vec::new());
     }
@@ -272,22 +292,22 @@ fn truncate(
 
     let mut fields = fields.into_iter();
     for field in fields.by_ref().take(kept) {
-        metadata.insert(field.meta, field.encoded);
+        metadata.insert_name(field.meta, field.encoded);
     }
     let dropped: Vec<Field<'_>> = fields.collect();
     let list = dropped
         .iter()
-        .map(|f| f.meta.as_str())
+        .map(|f| f.meta.as_ref())
         .collect::<Vec<_>>()
         .join(",");
-    metadata.insert(TRUNCATED_ENTRY, list);
+    metadata.insert_name(Cow::Borrowed(TRUNCATED_ENTRY), list);
     if let Some(first) = dropped.first()
         && let Value::String(s) = first.value
     {
         let room = METADATA_LIMIT.saturating_sub(used + t_size + first.meta.len());
         let prefix = longest_prefix(s, room);
         if !prefix.is_empty() {
-            metadata.insert(first.meta.clone(), value::encode_string(prefix));
+            metadata.insert_name(first.meta.clone(), value::encode_string(prefix));
         }
     }
     Ok(dropped.iter().map(|f| f.name.to_owned()).collect())

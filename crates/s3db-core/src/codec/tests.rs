@@ -122,6 +122,32 @@ fn body_only_keeps_metadata_for_system_entries() -> TestResult {
 }
 
 #[test]
+fn a_body_of_only_the_hash_is_the_serializers_text() -> TestResult {
+    // When every field fits in the metadata the body is written by hand: it must be exactly the
+    // canonical text of `{"_h": …}` (and `{}` without metadata).
+    let d = doc(json!({"name": "Ada", "n": 1}));
+    let fields = FieldMap::from_names(["name", "n"]);
+    for behavior in [
+        Behavior::BodyOverflow,
+        Behavior::EnforceLimits,
+        Behavior::UserManaged,
+        Behavior::TruncateData,
+    ] {
+        let (encoded, decoded) = round(&d, &fields, behavior)?;
+        let hash = json!({ HASH_KEY: metadata_hash(&encoded.metadata) });
+        assert_eq!(
+            &encoded.body[..],
+            canonical::to_vec(&canonical::Sorted(&hash), false).as_slice(),
+            "{behavior:?}"
+        );
+        assert_eq!(decoded.doc, d);
+    }
+    let empty = encode(&Map::new(), &fields, Behavior::BodyOverflow, &[])?;
+    assert_eq!(&empty.body[..], b"{}");
+    Ok(())
+}
+
+#[test]
 fn body_overflow_puts_smallest_first() -> TestResult {
     // Sizes (name + value): x-a: 3+1+1000, x-b: 3+1+500, x-c: 3+1+600, x-d: 3 + "t".
     let d = doc(json!({
@@ -250,10 +276,11 @@ fn truncated_prefix_prefers_the_longest_fit() {
 #[test]
 fn hash_follows_metadata_only() -> TestResult {
     let fields = FieldMap::new();
-    let hash_of = |d: &Map<String, Value>, system: &[(&str, String)]| -> Result<Option<Value>> {
-        let encoded = encode(d, &fields, Behavior::BodyOverflow, system)?;
-        Ok(body_json(&encoded).get(HASH_KEY).cloned())
-    };
+    let hash_of =
+        |d: &Map<String, Value>, system: &[(&'static str, String)]| -> Result<Option<Value>> {
+            let encoded = encode(d, &fields, Behavior::BodyOverflow, system)?;
+            Ok(body_json(&encoded).get(HASH_KEY).cloned())
+        };
     let base = doc(json!({"small": "x", "big": "y".repeat(3000)}));
     let h = hash_of(&base, &system())?;
     assert!(h.as_ref().and_then(Value::as_str).is_some_and(|h| {

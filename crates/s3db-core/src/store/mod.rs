@@ -325,7 +325,7 @@ impl Store {
                 .into_entries()
                 .map(|(k, v)| {
                     (
-                        Attribute::Metadata(k.into()),
+                        Attribute::Metadata(k),
                         object_store::AttributeValue::from(v),
                     )
                 })
