@@ -347,3 +347,96 @@ async fn database_hooks_see_resources_created() -> TestResult {
     );
     Ok(())
 }
+
+/// Counts what a delete_all goes through, and refuses it while `refuse` is set.
+struct Clearing {
+    log: Arc<Mutex<Vec<String>>>,
+    refuse: bool,
+}
+
+#[async_trait]
+impl ResourceHooks for Clearing {
+    async fn before_delete_all(&self, resource: &str) -> s3db_core::Result<()> {
+        if self.refuse {
+            return Err(Error::Refused {
+                operation: "delete_all",
+                reason: format!("{resource} is kept by a hook"),
+            });
+        }
+        Ok(())
+    }
+    async fn after_delete_all(&self, resource: &str, objects: u64) -> s3db_core::Result<()> {
+        if let Ok(mut log) = self.log.lock() {
+            log.push(format!("after_delete_all {resource} {objects}"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn delete_all_goes_through_middleware_hooks_and_events() -> TestResult {
+    let t = TestStore::memory("delete-all");
+    let db = Database::builder()
+        .connection(t.conn.clone())
+        .connect()
+        .await?;
+    let notes = db
+        .create_resource(
+            ResourceConfig::new("notes")
+                .attribute("text", "string|required")
+                .attribute("tag", "string")
+                .partition("byTag", ["tag"])
+                .paranoid(false),
+        )
+        .await?;
+    for i in 0..3 {
+        notes
+            .insert(json!({"id": format!("n{i}"), "text": "x", "tag": "t"}))
+            .await?;
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    notes.add_middleware(Interceptor {
+        seen: Arc::clone(&seen),
+        cache: Mutex::new(None),
+    });
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let refusing = notes.add_hooks(Clearing {
+        log: Arc::clone(&log),
+        refuse: true,
+    });
+    let mut events = notes.subscribe();
+
+    // A before-hook keeps everything: nothing is deleted.
+    let before = db.store().requests();
+    assert!(matches!(
+        notes.delete_all().await,
+        Err(Error::Refused { .. })
+    ));
+    assert_eq!(db.store().requests().since(&before).total(), 0);
+    assert_eq!(notes.count().await?, 3);
+
+    assert!(notes.remove_hooks(refusing));
+    notes.add_hooks(Clearing {
+        log: Arc::clone(&log),
+        refuse: false,
+    });
+    // 3 records + 3 partition references.
+    assert_eq!(notes.delete_all().await?, 6);
+    assert_eq!(notes.count().await?, 0);
+    let names = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(
+        names,
+        ["delete_all", "count", "delete_all", "count"],
+        "middleware sees delete_all"
+    );
+    let lines = log.lock().map(|l| l.clone()).unwrap_or_default();
+    assert_eq!(lines, ["after_delete_all notes 6"]);
+    let mut all_deleted = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::AllDeleted { resource, objects } = event {
+            all_deleted.push((resource, objects));
+        }
+    }
+    assert_eq!(all_deleted, [("notes".to_owned(), 6)]);
+    Ok(())
+}

@@ -153,6 +153,16 @@ pub trait ResourceHooks: Send + Sync + 'static {
     ) -> Result<()> {
         Ok(())
     }
+    /// Before every record of the resource is deleted ([`Resource::delete_all`]); abort with
+    /// `Err` to keep them.
+    async fn before_delete_all(&self, _resource: &str) -> Result<()> {
+        Ok(())
+    }
+    /// After every record of the resource was deleted (`objects`: records, partition references
+    /// and historical versions removed).
+    async fn after_delete_all(&self, _resource: &str, _objects: u64) -> Result<()> {
+        Ok(())
+    }
     /// Before a record is read.
     async fn before_get(&self, _resource: &str, _id: &str) -> Result<()> {
         Ok(())
@@ -233,6 +243,8 @@ pub enum Operation {
         /// Record id.
         id: String,
     },
+    /// Delete every record of the resource (refused when it is paranoid).
+    DeleteAll,
     /// List records (of one partition, if given).
     List {
         /// Partition name and values of all its fields.
@@ -282,6 +294,7 @@ impl Operation {
                 (UpdateKind::Upsert, None) => "upsert",
             },
             Operation::Delete { .. } => "delete",
+            Operation::DeleteAll => "delete_all",
             Operation::List { .. } => "list",
             Operation::ListIds { .. } => "list_ids",
             Operation::Count { .. } => "count",
@@ -295,7 +308,10 @@ impl Operation {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            Operation::Insert { .. } | Operation::Update { .. } | Operation::Delete { .. }
+            Operation::Insert { .. }
+                | Operation::Update { .. }
+                | Operation::Delete { .. }
+                | Operation::DeleteAll
         )
     }
 }
@@ -310,7 +326,7 @@ pub enum Outcome {
     Records(Vec<Record>),
     /// Ids (list_ids).
     Ids(Vec<String>),
-    /// A count.
+    /// A count (count; for delete_all, the objects deleted).
     Count(u64),
     /// Whether something exists.
     Exists(bool),
@@ -380,6 +396,13 @@ pub enum Event {
         id: String,
         /// The record, when it was read before deleting.
         record: Option<Arc<Record>>,
+    },
+    /// Every record of a resource was deleted ([`Resource::delete_all`]).
+    AllDeleted {
+        /// Resource name.
+        resource: String,
+        /// Objects deleted: records, partition references and historical versions.
+        objects: u64,
     },
     /// A `user-managed` record did not fit in metadata and went to the body.
     MetadataOverflow {
@@ -459,6 +482,7 @@ impl Event {
             Event::Inserted { resource, .. }
             | Event::Updated { resource, .. }
             | Event::Deleted { resource, .. }
+            | Event::AllDeleted { resource, .. }
             | Event::MetadataOverflow { resource, .. }
             | Event::Truncated { resource, .. }
             | Event::ResourceCreated { resource, .. } => Some(resource),

@@ -499,6 +499,13 @@ impl Resource {
     /// # Errors
     /// [`Error::Refused`] when the resource is paranoid (the default).
     pub async fn delete_all(&self) -> Result<u64> {
+        match self.run(Operation::DeleteAll).await? {
+            Outcome::Count(n) => Ok(n),
+            other => Err(unexpected("a count of deleted objects", &other)),
+        }
+    }
+
+    async fn do_delete_all(&self) -> Result<u64> {
         if self.definition().paranoid {
             return Err(Error::Refused {
                 operation: "delete_all",
@@ -507,6 +514,10 @@ impl Resource {
                     self.name()
                 ),
             });
+        }
+        let hooks = self.inner.hooks.snapshot();
+        for (_, h) in hooks.iter() {
+            h.before_delete_all(self.name()).await?;
         }
         // Records, partition references and historical versions; plugin data stays.
         let root = Key::parse(&format!("resource={}", self.name()))?;
@@ -525,7 +536,15 @@ impl Resource {
         for result in self.store().delete_many(&keys, DEFAULT_CONCURRENCY).await {
             result?;
         }
-        Ok(keys.len() as u64)
+        let objects = keys.len() as u64;
+        self.emit(|| Event::AllDeleted {
+            resource: self.name().to_owned(),
+            objects,
+        });
+        for (_, h) in hooks.iter() {
+            h.after_delete_all(self.name(), objects).await?;
+        }
+        Ok(objects)
     }
 
     /// Every record, in id order.
@@ -656,6 +675,7 @@ impl Resource {
             Operation::Delete { id } => Box::pin(self.do_delete(&id))
                 .await
                 .map(|()| Outcome::Deleted),
+            Operation::DeleteAll => Box::pin(self.do_delete_all()).await.map(Outcome::Count),
             op @ (Operation::List { .. }
             | Operation::ListIds { .. }
             | Operation::Count { .. }
