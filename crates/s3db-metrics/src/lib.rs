@@ -38,7 +38,11 @@ pub use crate::store::{StoreOwner, StoreRequestMetrics};
 use crate::config::Config;
 use crate::flush::FlushCursor;
 use crate::prometheus::Names;
-use crate::stats::{ERROR, OK, OpStats, ResourceStats, STATUS, SlowLog};
+use crate::stats::{ERROR, FacadeKeys, OK, OpStats, ResourceStats, STATUS, SlowLog};
+
+/// The facade metadata of the operation metrics.
+static FACADE_METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 /// The plugin's name (and storage slug).
 pub const PLUGIN_NAME: &str = "metrics";
@@ -155,7 +159,7 @@ impl MetricsPlugin {
                 since: Mutex::new(now),
                 http_addr: Mutex::new(None),
                 events: Mutex::new(None),
-                store: Mutex::new(BTreeMap::new()),
+                store: Mutex::new(store::StoreTable::new()),
                 flush_cursor: tokio::sync::Mutex::new(FlushCursor {
                     period_start: now,
                     slow_seq: 0,
@@ -390,15 +394,21 @@ impl Shared {
             Ok(_) => (OK, None),
             Err(e) => (ERROR, Some(error_kind(e))),
         };
-        {
-            let mut ops = stats.lock();
-            let s = ops.entry(operation).or_default();
-            s.by_status[status].record(nanos, slow);
-            s.window[status].record(nanos, slow);
-            if let Some(kind) = kind {
-                *s.errors_by_kind.entry(kind).or_default() += 1;
-            }
-        }
+        let keys =
+            {
+                let mut ops = stats.lock();
+                let s = ops.entry(operation).or_default();
+                s.by_status[status].record(nanos, slow);
+                s.window[status].record(nanos, slow);
+                if let Some(kind) = kind {
+                    *s.errors_by_kind.entry(kind).or_default() += 1;
+                }
+                self.config.facade.then(|| {
+                    Arc::clone(s.facade[status].get_or_insert_with(|| {
+                        Arc::new(self.facade_keys(resource, operation, status))
+                    }))
+                })
+            };
         if slow {
             let id = id.or_else(|| match result {
                 Ok(Outcome::Record(r)) => Some(r.id().to_owned()),
@@ -425,29 +435,48 @@ impl Shared {
             }
             self.slow_log().push(entry, self.config.slow_log_capacity);
         }
-        if self.config.facade {
-            self.emit_facade(resource, operation, status, kind, elapsed, slow);
+        if let Some(keys) = keys {
+            self.emit_facade(&keys, resource, operation, kind, elapsed, slow);
+        }
+    }
+
+    /// The facade keys of one (resource, operation, status).
+    fn facade_keys(&self, resource: &str, operation: &'static str, status: usize) -> FacadeKeys {
+        let labels = vec![
+            Label::new("resource", resource.to_owned()),
+            Label::new("operation", operation),
+            Label::new("status", STATUS[status]),
+        ];
+        let names = &self.metric_names;
+        FacadeKeys {
+            operations: metrics::Key::from_parts(names.operations.clone(), labels.clone()),
+            duration: metrics::Key::from_parts(names.duration.clone(), labels),
         }
     }
 
     fn emit_facade(
         &self,
+        keys: &FacadeKeys,
         resource: &str,
         operation: &'static str,
-        status: usize,
         kind: Option<&'static str>,
         elapsed: Duration,
         slow: bool,
     ) {
+        metrics::with_recorder(|recorder| {
+            recorder
+                .register_counter(&keys.operations, &FACADE_METADATA)
+                .increment(1);
+            recorder
+                .register_histogram(&keys.duration, &FACADE_METADATA)
+                .record(elapsed.as_secs_f64());
+        });
+        if kind.is_none() && !slow {
+            return;
+        }
+        // Errors and slow operations are rare: their labels are made when they happen.
         let resource = SharedString::from_owned(resource.to_owned());
-        let labels = vec![
-            Label::new("resource", resource.clone()),
-            Label::new("operation", operation),
-            Label::new("status", STATUS[status]),
-        ];
         let names = &self.metric_names;
-        metrics::counter!(names.operations.clone(), labels.clone()).increment(1);
-        metrics::histogram!(names.duration.clone(), labels).record(elapsed.as_secs_f64());
         if let Some(kind) = kind {
             let labels = vec![
                 Label::new("resource", resource.clone()),

@@ -176,6 +176,16 @@ pub(crate) struct OpStats {
     pub(crate) errors_by_kind: BTreeMap<&'static str, u64>,
     /// Since the last flush.
     pub(crate) window: [Agg; 2],
+    /// Per status, the facade keys of this (resource, operation), made on first use.
+    pub(crate) facade: [Option<std::sync::Arc<FacadeKeys>>; 2],
+}
+
+/// The facade keys of one (resource, operation, status): built once, then handed to the
+/// recorder by reference, so no labels are allocated per operation.
+#[derive(Debug)]
+pub(crate) struct FacadeKeys {
+    pub(crate) operations: metrics::Key,
+    pub(crate) duration: metrics::Key,
 }
 
 impl OpStats {

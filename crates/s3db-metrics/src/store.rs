@@ -1,7 +1,6 @@
 //! Store-level metrics: every request of the database's store (through the core's request
 //! accounting), by owner (resource, plugin storage, database metadata) and request kind.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use s3db_core::RequestKind;
@@ -30,35 +29,7 @@ impl StoreOwner {
     /// The owner of `key` (a full key, database prefix included) in the database under `prefix`.
     #[must_use]
     pub fn of(prefix: &str, key: &str) -> StoreOwner {
-        let rest = if prefix.is_empty() {
-            Some(key)
-        } else if key == prefix {
-            Some("")
-        } else {
-            key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/'))
-        };
-        let Some(rest) = rest else {
-            return StoreOwner::Other;
-        };
-        if rest.is_empty() || rest == s3db_core::database::METADATA_KEY {
-            return StoreOwner::Database;
-        }
-        let mut parts = rest.split('/');
-        let first = parts.next().unwrap_or_default();
-        if let Some(slug) = first.strip_prefix("plugin=").filter(|s| !s.is_empty()) {
-            return StoreOwner::Plugin(slug.to_owned());
-        }
-        if let Some(resource) = first.strip_prefix("resource=").filter(|r| !r.is_empty()) {
-            if let Some(slug) = parts
-                .next()
-                .and_then(|p| p.strip_prefix("plugin="))
-                .filter(|s| !s.is_empty())
-            {
-                return StoreOwner::Plugin(slug.to_owned());
-            }
-            return StoreOwner::Resource(resource.to_owned());
-        }
-        StoreOwner::Other
+        OwnerRef::of(prefix, key).to_owned()
     }
 
     /// The `scope` label: `resource`, `plugin`, `database` or `other`.
@@ -82,6 +53,71 @@ impl StoreOwner {
     }
 }
 
+/// [`StoreOwner`] borrowed from a key: found for every request without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum OwnerRef<'a> {
+    Resource(&'a str),
+    Plugin(&'a str),
+    Database,
+    Other,
+}
+
+impl<'a> OwnerRef<'a> {
+    /// See [`StoreOwner::of`].
+    pub(crate) fn of(prefix: &str, key: &'a str) -> Self {
+        let rest = if prefix.is_empty() {
+            Some(key)
+        } else if key == prefix {
+            Some("")
+        } else {
+            key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/'))
+        };
+        let Some(rest) = rest else {
+            return OwnerRef::Other;
+        };
+        if rest.is_empty() || rest == s3db_core::database::METADATA_KEY {
+            return OwnerRef::Database;
+        }
+        let mut parts = rest.split('/');
+        let first = parts.next().unwrap_or_default();
+        if let Some(slug) = first.strip_prefix("plugin=").filter(|s| !s.is_empty()) {
+            return OwnerRef::Plugin(slug);
+        }
+        if let Some(resource) = first.strip_prefix("resource=").filter(|r| !r.is_empty()) {
+            if let Some(slug) = parts
+                .next()
+                .and_then(|p| p.strip_prefix("plugin="))
+                .filter(|s| !s.is_empty())
+            {
+                return OwnerRef::Plugin(slug);
+            }
+            return OwnerRef::Resource(resource);
+        }
+        OwnerRef::Other
+    }
+
+    fn to_owned(self) -> StoreOwner {
+        match self {
+            OwnerRef::Resource(r) => StoreOwner::Resource(r.to_owned()),
+            OwnerRef::Plugin(p) => StoreOwner::Plugin(p.to_owned()),
+            OwnerRef::Database => StoreOwner::Database,
+            OwnerRef::Other => StoreOwner::Other,
+        }
+    }
+}
+
+impl StoreOwner {
+    /// The borrowed view (ordered as the owned one).
+    fn as_ref(&self) -> OwnerRef<'_> {
+        match self {
+            StoreOwner::Resource(r) => OwnerRef::Resource(r),
+            StoreOwner::Plugin(p) => OwnerRef::Plugin(p),
+            StoreOwner::Database => OwnerRef::Database,
+            StoreOwner::Other => OwnerRef::Other,
+        }
+    }
+}
+
 /// Requests of one kind for one owner.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KindStats {
@@ -92,8 +128,67 @@ pub(crate) struct KindStats {
     pub(crate) latency: Agg,
 }
 
-/// Per owner, per kind (in [`RequestKind::ALL`] order).
-pub(crate) type StoreTable = BTreeMap<StoreOwner, [KindStats; 7]>;
+/// Per owner, per kind (in [`RequestKind::ALL`] order), sorted by owner; with the facade keys of
+/// each (owner, kind, status), made once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StoreTable {
+    entries: Vec<OwnerEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct OwnerEntry {
+    owner: StoreOwner,
+    kinds: [KindStats; 7],
+    facade: [Option<Arc<StoreKeys>>; 7],
+}
+
+/// The facade metric keys of one (owner, kind): built once, then handed to the recorder by
+/// reference (no labels allocated per request).
+#[derive(Debug)]
+pub(crate) struct StoreKeys {
+    requests: [metrics::Key; 2],
+    duration: metrics::Key,
+    sent: metrics::Key,
+    received: metrics::Key,
+}
+
+impl StoreTable {
+    /// An empty table.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// `(owner, kinds)` in owner order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&StoreOwner, &[KindStats; 7])> {
+        self.entries.iter().map(|e| (&e.owner, &e.kinds))
+    }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    fn entry(&mut self, owner: OwnerRef<'_>) -> &mut OwnerEntry {
+        let at = match self
+            .entries
+            .binary_search_by(|e| e.owner.as_ref().cmp(&owner))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                self.entries.insert(
+                    at,
+                    OwnerEntry {
+                        owner: owner.to_owned(),
+                        kinds: Default::default(),
+                        facade: Default::default(),
+                    },
+                );
+                at
+            }
+        };
+        &mut self.entries[at]
+    }
+}
 
 fn kind_index(kind: RequestKind) -> usize {
     RequestKind::ALL
@@ -110,18 +205,53 @@ pub(crate) struct Observer {
 
 impl RequestObserver for Observer {
     fn on_request(&self, event: &RequestEvent<'_>) {
-        let owner = StoreOwner::of(&self.prefix, event.key);
+        let owner = OwnerRef::of(&self.prefix, event.key);
         let nanos = u64::try_from(event.duration.as_nanos()).unwrap_or(u64::MAX);
-        if self.shared.config.facade {
-            self.shared.emit_store_facade(&owner, event);
+        let kind = kind_index(event.kind);
+        let keys = {
+            let mut table = self.shared.store_table();
+            let entry = table.entry(owner);
+            let stats = &mut entry.kinds[kind];
+            stats.latency.record(nanos, false);
+            stats.failures += u64::from(!event.ok);
+            stats.bytes_sent += event.bytes_sent;
+            stats.bytes_received += event.bytes_received;
+            self.shared.config.facade.then(|| {
+                let slot = &mut entry.facade[kind];
+                Arc::clone(slot.get_or_insert_with(|| {
+                    Arc::new(self.shared.store_keys(&entry.owner, event.kind))
+                }))
+            })
+        };
+        if let Some(keys) = keys {
+            emit_store_facade(&keys, event);
         }
-        let mut table = self.shared.store_table();
-        let stats = &mut table.entry(owner).or_default()[kind_index(event.kind)];
-        stats.latency.record(nanos, false);
-        stats.failures += u64::from(!event.ok);
-        stats.bytes_sent += event.bytes_sent;
-        stats.bytes_received += event.bytes_received;
     }
+}
+
+/// The facade metadata of the store metrics.
+static FACADE_METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+fn emit_store_facade(keys: &StoreKeys, event: &RequestEvent<'_>) {
+    metrics::with_recorder(|recorder| {
+        recorder
+            .register_counter(&keys.requests[usize::from(!event.ok)], &FACADE_METADATA)
+            .increment(1);
+        recorder
+            .register_histogram(&keys.duration, &FACADE_METADATA)
+            .record(event.duration.as_secs_f64());
+        if event.bytes_sent > 0 {
+            recorder
+                .register_counter(&keys.sent, &FACADE_METADATA)
+                .increment(event.bytes_sent);
+        }
+        if event.bytes_received > 0 {
+            recorder
+                .register_counter(&keys.received, &FACADE_METADATA)
+                .increment(event.bytes_received);
+        }
+    });
 }
 
 /// Store requests of one kind for one owner.
@@ -171,26 +301,27 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn emit_store_facade(&self, owner: &StoreOwner, event: &RequestEvent<'_>) {
-        use metrics::Label;
+    /// The facade keys of one (owner, kind).
+    fn store_keys(&self, owner: &StoreOwner, kind: RequestKind) -> StoreKeys {
+        use metrics::{Key, Label};
         let names = &self.metric_names;
         let base = || {
             vec![
                 Label::new("scope", owner.scope()),
                 Label::new("name", owner.name().to_owned()),
-                Label::new("kind", event.kind.as_str()),
+                Label::new("kind", kind.as_str()),
             ]
         };
-        let mut labels = base();
-        labels.push(Label::new("status", if event.ok { "ok" } else { "error" }));
-        metrics::counter!(names.store_requests.clone(), labels).increment(1);
-        metrics::histogram!(names.store_duration.clone(), base())
-            .record(event.duration.as_secs_f64());
-        if event.bytes_sent > 0 {
-            metrics::counter!(names.store_sent.clone(), base()).increment(event.bytes_sent);
-        }
-        if event.bytes_received > 0 {
-            metrics::counter!(names.store_received.clone(), base()).increment(event.bytes_received);
+        let with_status = |status: &'static str| {
+            let mut labels = base();
+            labels.push(Label::new("status", status));
+            Key::from_parts(names.store_requests.clone(), labels)
+        };
+        StoreKeys {
+            requests: [with_status("ok"), with_status("error")],
+            duration: Key::from_parts(names.store_duration.clone(), base()),
+            sent: Key::from_parts(names.store_sent.clone(), base()),
+            received: Key::from_parts(names.store_received.clone(), base()),
         }
     }
 }

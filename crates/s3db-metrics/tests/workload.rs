@@ -420,9 +420,46 @@ async fn emits_through_the_metrics_facade() -> TestResult {
     let _guard = metrics::set_default_local_recorder(&capture);
     let t = TestStore::memory("metrics_facade");
     let db: Database = connect(t.conn.clone()).await?;
-    db.use_plugin(plugin(Duration::from_nanos(1))).await?;
+    let metrics = db.use_plugin(plugin(Duration::from_nanos(1))).await?;
     let users = db.create_resource(users()).await?;
     workload(&users).await?;
+    // Store requests: the facade saw exactly what the plugin's own table counted.
+    let mut checked = 0;
+    for s in &metrics.snapshot().store {
+        let labels = format!(
+            "kind={},name={},scope={}",
+            s.kind.as_str(),
+            s.owner.name(),
+            s.owner.scope()
+        );
+        let requests = |status: &str| {
+            capture.counter(&format!(
+                "s3db_store_requests_total{{{labels},status={status}}}"
+            ))
+        };
+        assert_eq!(requests("ok"), s.count - s.failures, "{labels}");
+        assert_eq!(requests("error"), s.failures, "{labels}");
+        assert_eq!(
+            capture.histogram_len(&format!("s3db_store_request_duration_seconds{{{labels}}}")),
+            usize::try_from(s.count).unwrap_or(usize::MAX),
+            "{labels}"
+        );
+        assert_eq!(
+            capture.counter(&format!("s3db_store_bytes_sent_total{{{labels}}}")),
+            s.bytes_sent,
+            "{labels}"
+        );
+        assert_eq!(
+            capture.counter(&format!("s3db_store_bytes_received_total{{{labels}}}")),
+            s.bytes_received,
+            "{labels}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "PUT, GET and LIST of users at least: {checked}"
+    );
     let get_ok = "s3db_operations_total{operation=get,resource=users,status=ok}";
     let get_err = "s3db_operations_total{operation=get,resource=users,status=error}";
     assert_eq!(capture.counter(get_ok), 5);
