@@ -44,7 +44,7 @@ pub use self::file::FileStore;
 pub use self::metadata::{METADATA_LIMIT, Metadata};
 use crate::connection::{Backend, ConnectionString, S3Config};
 use crate::error::{Error, Result};
-use crate::key::{Key, check_len};
+use crate::key::{Key, MAX_KEY_BYTES, check_len};
 
 /// Identifies one version of an object (S3's `ETag`). Opaque: compare, store, pass back.
 #[derive(
@@ -543,18 +543,36 @@ impl Store {
 
     /// The full path of a key, database prefix included.
     fn path(&self, key: &Key) -> Result<Path> {
-        let prefix = &self.inner.prefix;
-        let mut full = String::with_capacity(prefix.len() + 1 + key.as_str().len());
-        if !prefix.is_empty() {
-            full.push_str(prefix);
-            full.push('/');
+        let prefix = self.inner.prefix.as_bytes();
+        let key_bytes = key.as_str().as_bytes();
+        let separator = usize::from(!prefix.is_empty());
+        let len = prefix.len() + separator + key_bytes.len();
+        if len > MAX_KEY_BYTES {
+            let full = format!("{}/{}", self.inner.prefix, key.as_str());
+            check_len(len, &full)?;
         }
-        full.push_str(key.as_str());
-        check_len(full.len(), &full)?;
-        Path::parse(&full).map_err(|e| Error::BadKey {
+        // The full path is assembled on the stack (`Path::parse` copies it anyway): one
+        // allocation per request instead of two.
+        let mut buf = [0u8; MAX_KEY_BYTES];
+        let (head, tail) = buf.split_at_mut(prefix.len());
+        head.copy_from_slice(prefix);
+        if separator == 1
+            && let Some(slash) = tail.first_mut()
+        {
+            *slash = b'/';
+        }
+        if let Some(rest) = tail.get_mut(separator..separator + key_bytes.len()) {
+            rest.copy_from_slice(key_bytes);
+        }
+        let bad = |reason: String| Error::BadKey {
             key: key.to_string(),
-            reason: crate::error::KeyProblem::Invalid(e.to_string()),
-        })
+            reason: crate::error::KeyProblem::Invalid(reason),
+        };
+        let full = buf
+            .get(..len)
+            .and_then(|full| std::str::from_utf8(full).ok())
+            .ok_or_else(|| bad("not UTF-8".to_owned()))?;
+        Path::parse(full).map_err(|e| bad(e.to_string()))
     }
 }
 
