@@ -757,7 +757,7 @@ impl Resource {
             Some(id) => id,
             None => def.id.generate()?,
         };
-        self.create_record(&def, &id, data).await
+        self.create_record(&def, id, data).await
     }
 
     async fn do_get(&self, id: &str) -> Result<Record> {
@@ -819,7 +819,7 @@ impl Resource {
                 Err(e) => return Err(e),
             };
             let Some((before, raw)) = current else {
-                match self.create_record(&def, &id, changes.clone()).await {
+                match self.create_record(&def, id.clone(), changes.clone()).await {
                     Err(Error::AlreadyExists { .. }) => continue, // someone created it: update it
                     other => return other,
                 }
@@ -919,10 +919,10 @@ impl Resource {
     async fn create_record(
         &self,
         def: &Definition,
-        id: &str,
+        id: String,
         mut data: Document,
     ) -> Result<Record> {
-        let key = self.record_key(id)?;
+        let key = self.record_key(&id)?;
         data = def.schema.validated(data, Mode::Full)?;
         if def.timestamps {
             let now = Value::String(now_rfc3339());
@@ -939,14 +939,14 @@ impl Resource {
         } = encoded;
         let etag = self.store().create(&key, metadata, body).await?;
         let record = Record {
-            id: id.to_owned(),
+            id,
             data: stored.unwrap_or(data),
             etag,
             schema_version: def.version.clone(),
         };
-        self.write_references(def, id, None, Some(&record.data))
+        self.write_references(def, &record.id, None, Some(&record.data))
             .await?;
-        self.report_encoding(id, overflowed, truncated);
+        self.report_encoding(&record.id, overflowed, truncated);
         self.emit(|| Event::Inserted {
             resource: self.name().to_owned(),
             record: Arc::new(record.clone()),
