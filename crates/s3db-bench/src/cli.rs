@@ -22,7 +22,8 @@ workloads:
               checks the final count and mutual exclusion)
   plugins     the cache, costs and metrics plugins: sequential gets without cache vs with the
               cache's memory driver (2nd pass = hits), and on memory the insert overhead of each
-              plugin alone and of all three (median of 5 rounds)
+              plugin alone and of all three (median over 15 rounds of the ratio to the
+              same round without plugin)
 
 options (every workload):
   --backend memory|file|s3   run one backend only (default: all three; s3 needs S3DB_TEST_S3,

@@ -8,7 +8,10 @@
 //!    second pass over the uncached pass (target: ≥ 10× on the S3 test server).
 //! 2. **insert overhead** (memory only): N sequential inserts into a fresh database (its own
 //!    prefix) with no plugin, the cache, costs, metrics, and all three; [`INSERT_ROUNDS`] rounds,
-//!    variants alternating, the median round kept (target: each plugin ≤ 20 % slower than none).
+//!    each running every variant once, in an order rotating by round. A variant is compared with
+//!    the no-plugin run **of the same round** (so slow drifts of a shared machine cancel out):
+//!    the median over rounds of its time ÷ that run's time, and of the nanoseconds it added per
+//!    insert (target: each plugin ≤ 20 % slower than none).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -24,8 +27,8 @@ use crate::measure::{BoxError, Measurement};
 use crate::report::{Header, per_op, rate};
 use crate::resources_workload::{document, region, users_config};
 
-/// Rounds of each insert-overhead variant (the median round is kept).
-pub const INSERT_ROUNDS: usize = 5;
+/// Rounds of the insert overhead: each runs every variant once (medians over rounds are kept).
+pub const INSERT_ROUNDS: usize = 15;
 
 /// Entries of the cache's memory driver (more than any N of the workload).
 const CACHE_ENTRIES: u64 = 100_000;
@@ -122,6 +125,14 @@ pub struct InsertResult {
     pub variant: Variant,
     /// The median round.
     pub median: Measurement,
+    /// Every round, in round order (the no-plugin run of round `i` is its reference).
+    pub rounds: Vec<Measurement>,
+    /// Median over rounds of (time ÷ the same round's no-plugin time − 1), in percent; `None`
+    /// for the no-plugin variant.
+    pub overhead_pct: Option<f64>,
+    /// Median over rounds of (time − the same round's no-plugin time) ÷ inserts, in
+    /// nanoseconds per insert; `None` for the no-plugin variant.
+    pub added_ns: Option<f64>,
 }
 
 /// The whole workload on one backend.
@@ -140,12 +151,28 @@ pub struct PluginsResult {
 }
 
 impl PluginsResult {
-    /// Overhead of `result` over the no-plugin variant, in percent of its time.
+    /// Overhead of `result` over the no-plugin variant, in percent of its time: the median over
+    /// rounds of the ratio to the same round's no-plugin run.
     pub fn overhead_pct(&self, result: &InsertResult) -> Option<f64> {
-        let none = self.inserts.iter().find(|r| r.variant == Variant::None)?;
-        let base = none.median.elapsed.as_secs_f64();
-        (base > 0.0).then(|| (result.median.elapsed.as_secs_f64() / base - 1.0) * 100.0)
+        result.overhead_pct
     }
+
+    /// The no-plugin time per insert (median round), in nanoseconds.
+    pub fn base_ns(&self) -> Option<f64> {
+        let none = self.inserts.iter().find(|r| r.variant == Variant::None)?;
+        ns_per_op(&none.median)
+    }
+}
+
+/// Nanoseconds per operation of `m`; `None` without operations.
+fn ns_per_op(m: &Measurement) -> Option<f64> {
+    (m.ops > 0).then(|| m.elapsed.as_secs_f64() * 1e9 / m.ops as f64)
+}
+
+/// The median of `values` (`None` when empty).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// `conn` with `part` appended to its prefix.
@@ -236,7 +263,8 @@ async fn insert_round(
     Ok(m)
 }
 
-/// The insert overhead: [`INSERT_ROUNDS`] rounds of every variant, the order rotating by round.
+/// The insert overhead: [`INSERT_ROUNDS`] rounds of every variant, the order rotating by round;
+/// each variant compared with the no-plugin run of its round.
 async fn run_inserts(target: &Target, n: usize) -> Result<Vec<InsertResult>, BoxError> {
     // Warm-up, not measured: the allocator, the runtime and the first database.
     for variant in Variant::ALL {
@@ -250,16 +278,45 @@ async fn run_inserts(target: &Target, n: usize) -> Result<Vec<InsertResult>, Box
             rounds[index].push(m);
         }
     }
+    let none_index = Variant::ALL
+        .iter()
+        .position(|v| *v == Variant::None)
+        .unwrap_or(0);
+    let none_rounds = rounds.get(none_index).cloned().unwrap_or_default();
     Ok(Variant::ALL
         .into_iter()
         .zip(rounds)
-        .map(|(variant, mut ms)| {
-            ms.sort_by_key(|m| m.elapsed);
-            let median = ms
-                .get(ms.len() / 2)
+        .map(|(variant, ms)| {
+            let paired = |f: fn(&Measurement, &Measurement) -> Option<f64>| {
+                (variant != Variant::None)
+                    .then(|| {
+                        median(
+                            ms.iter()
+                                .zip(&none_rounds)
+                                .filter_map(|(m, none)| f(m, none))
+                                .collect(),
+                        )
+                    })
+                    .flatten()
+            };
+            let overhead_pct = paired(|m, none| {
+                let base = none.elapsed.as_secs_f64();
+                (base > 0.0).then(|| (m.elapsed.as_secs_f64() / base - 1.0) * 100.0)
+            });
+            let added_ns = paired(|m, none| Some(ns_per_op(m)? - ns_per_op(none)?));
+            let mut sorted = ms.clone();
+            sorted.sort_by_key(|m| m.elapsed);
+            let median = sorted
+                .get(sorted.len() / 2)
                 .copied()
                 .unwrap_or_else(|| Measurement::new(0, Duration::ZERO, 0));
-            InsertResult { variant, median }
+            InsertResult {
+                variant,
+                median,
+                rounds: ms,
+                overhead_pct,
+                added_ns,
+            }
         })
         .collect())
 }
@@ -328,15 +385,22 @@ pub fn markdown(header: &Header, result: &PluginsResult) -> String {
     if !result.inserts.is_empty() {
         let _ = writeln!(
             out,
-            "\n| insert, sequential (median of {INSERT_ROUNDS}) | ops/s | ms | req/op | overhead \
-             vs none | target ≤ {OVERHEAD_TARGET_PCT} % |"
+            "\n| insert, sequential ({INSERT_ROUNDS} rounds) | ops/s | ms | req/op | ns/insert added \
+             | overhead vs none | target ≤ {OVERHEAD_TARGET_PCT} % |"
         );
-        out.push_str("|---|---:|---:|---:|---:|---|\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---|\n");
         for r in &result.inserts {
             let overhead = result.overhead_pct(r);
+            let added = match (r.variant, r.added_ns) {
+                (Variant::None, _) => result
+                    .base_ns()
+                    .map_or_else(|| "—".to_owned(), |ns| format!("({ns:.0} per insert)")),
+                (_, Some(ns)) => format!("{ns:+.0}"),
+                (_, None) => "—".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.1} | {} | {} | {} |",
+                "| {} | {} | {:.1} | {} | {added} | {} | {} |",
                 r.variant.name(),
                 rate(r.median.ops_per_s()),
                 r.median.ms(),
@@ -350,8 +414,10 @@ pub fn markdown(header: &Header, result: &PluginsResult) -> String {
             );
         }
         out.push_str(
-            "\nOverhead = median time with the plugin(s) ÷ median time with none − 1; each round \
-             inserts into a fresh database and prefix, the variants' order rotating by round.\n",
+            "\nops/s and ms: the median round. Each round inserts into a fresh database and prefix \
+             per variant, the variants' order rotating by round; ns/insert added and overhead: \
+             medians over rounds of the difference from, and the ratio to, the no-plugin run of \
+             the same round.\n",
         );
     }
     out
@@ -392,7 +458,10 @@ pub fn json(header: &Header, result: &PluginsResult) -> Value {
         "inserts": result.inserts.iter().map(|r| json!({
             "variant": r.variant.name(),
             "median": side(&r.median),
+            "ns_per_insert": ns_per_op(&r.median),
+            "added_ns_per_insert": r.added_ns,
             "overhead_pct": result.overhead_pct(r),
+            "rounds_ms": r.rounds.iter().map(Measurement::ms).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -413,6 +482,14 @@ mod tests {
         assert!(result.get.uncached.requests >= 20);
         assert_eq!(result.inserts.len(), Variant::ALL.len());
         assert!(result.inserts.iter().all(|r| r.median.ops == 20));
+        assert!(
+            result
+                .inserts
+                .iter()
+                .all(|r| r.rounds.len() == INSERT_ROUNDS
+                    && r.added_ns.is_some() == (r.variant != Variant::None)
+                    && r.overhead_pct.is_some() == (r.variant != Variant::None))
+        );
         let header = Header::now("test");
         assert!(markdown(&header, &result).contains("| all |"));
         assert_eq!(json(&header, &result)["get"]["cache_hits"], 20);

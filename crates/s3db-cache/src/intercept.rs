@@ -2,15 +2,17 @@
 //! invalidation hooks and the `resource.cache()` handle; and the database hook that sets up
 //! resources created later.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
 
 use s3db_core::plugin::{
-    DatabaseHooks, Middleware, Next, Operation, Outcome, Record, Resource, ResourceHooks, Result,
-    async_trait,
+    DatabaseHooks, Error, Middleware, Next, Operation, Outcome, Record, Resource, ResourceHooks,
+    Result, async_trait,
 };
 
 use crate::key::{CacheKey, Invalidation};
-use crate::runtime::Runtime;
+use crate::runtime::{ResourceState, Runtime};
 use crate::stats::{CacheStats, bump};
 
 tokio::task_local! {
@@ -38,28 +40,33 @@ pub fn is_bypassed() -> bool {
 
 impl Runtime {
     /// Registers the middleware, the hooks and the handle on a resource the plugin caches
-    /// (once per resource).
+    /// (once per resource). They hold the runtime weakly: the plugin's context holds the
+    /// resource, so a strong reference back would keep the database's data alive for ever.
     pub(crate) fn set_up(self: &Arc<Self>, resource: &Resource) {
         if !self.caches(resource.name()) || !self.mark_set_up(resource.name()) {
             return;
         }
+        let state = self.state(resource.name());
         self.cx.add_middleware(
             resource,
             ReadThrough {
-                rt: Arc::clone(self),
+                rt: Arc::downgrade(self),
+                state: Arc::clone(&state),
             },
         );
         self.cx.add_resource_hooks(
             resource,
             Invalidate {
-                rt: Arc::clone(self),
+                rt: Arc::downgrade(self),
+                state,
             },
         );
         self.cx.add_resource_extension(
             resource,
             ResourceCache {
                 resource: resource.name().to_owned(),
-                rt: Arc::clone(self),
+                plugin: self.name.clone(),
+                rt: Arc::downgrade(self),
             },
         );
     }
@@ -67,76 +74,106 @@ impl Runtime {
 
 /// Answers reads from the cache; makes sure a write that fails half-way still invalidates.
 struct ReadThrough {
-    rt: Arc<Runtime>,
+    rt: Weak<Runtime>,
+    state: Arc<ResourceState>,
 }
 
-#[async_trait]
+/// The future a middleware returns.
+type Handled<'a> = Pin<Box<dyn Future<Output = Result<Outcome>> + Send + 'a>>;
+
+// Written out instead of `#[async_trait]`: a write and a read get futures of their own sizes.
+// The write path (the operation's own future and a little more) is boxed without the larger
+// state of a cached read.
 impl Middleware for ReadThrough {
-    async fn handle(&self, resource: &Resource, op: Operation, next: Next<'_>) -> Result<Outcome> {
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        resource: &'life1 Resource,
+        op: Operation,
+        next: Next<'life2>,
+    ) -> Handled<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
         if op.is_write() {
-            let target = match &op {
-                Operation::Insert { id, .. } => Some(id.clone()),
-                Operation::Update { id, .. } | Operation::Delete { id } => Some(Some(id.clone())),
-                _ => None,
-            };
-            let result = next.run(op).await;
-            // On success the hooks invalidated exactly; a failed write may have changed
-            // anything about its record (or, for a write unknown to this plugin, anything).
-            if result.is_err() || target.is_none() {
-                let invalidation = match target {
-                    Some(id) => Invalidation::record(resource.name(), id.as_deref(), None),
-                    None => Invalidation::resource(resource.name()),
-                };
-                self.rt.invalidate(&invalidation).await;
-            }
-            return result;
+            Box::pin(self.write(resource, op, next))
+        } else {
+            Box::pin(self.read(resource, op, next))
         }
+    }
+}
+
+impl ReadThrough {
+    async fn write(&self, resource: &Resource, op: Operation, next: Next<'_>) -> Result<Outcome> {
+        let target = match &op {
+            Operation::Insert { id, .. } => Some(id.clone()),
+            Operation::Update { id, .. } | Operation::Delete { id } => Some(Some(id.clone())),
+            _ => None,
+        };
+        let result = next.run(op).await;
+        // On success the hooks invalidated exactly; a failed write may have changed anything
+        // about its record (or, for a write unknown to this plugin, anything).
+        if (result.is_err() || target.is_none())
+            && let Some(rt) = self.rt.upgrade()
+        {
+            let invalidation = match target {
+                Some(id) => Invalidation::record(resource.name(), id.as_deref(), None),
+                None => Invalidation::resource(resource.name()),
+            };
+            rt.invalidate(&invalidation).await;
+        }
+        result
+    }
+
+    async fn read(&self, resource: &Resource, op: Operation, next: Next<'_>) -> Result<Outcome> {
+        let Some(rt) = self.rt.upgrade() else {
+            return next.run(op).await;
+        };
         let Some(key) = CacheKey::of_operation(resource.name(), &resource.version(), &op) else {
             return next.run(op).await;
         };
         if is_bypassed() {
-            bump(&self.rt.counters(resource.name()).bypassed);
+            bump(&self.state.counters.bypassed);
             return next.run(op).await;
         }
-        self.rt.read(key, op, next).await
+        rt.read(&self.state, key, op, next).await
     }
 }
 
 /// Invalidates exactly what a completed write can change.
 struct Invalidate {
-    rt: Arc<Runtime>,
+    rt: Weak<Runtime>,
+    state: Arc<ResourceState>,
+}
+
+impl Invalidate {
+    async fn written(&self, id: &str, data: Option<&[&s3db_core::plugin::Document]>) {
+        if let Some(rt) = self.rt.upgrade() {
+            rt.record_written(&self.state, id, data).await;
+        }
+    }
 }
 
 #[async_trait]
 impl ResourceHooks for Invalidate {
-    async fn after_insert(&self, resource: &str, record: &Record) -> Result<()> {
-        self.rt
-            .invalidate(&Invalidation::record(
-                resource,
-                Some(record.id()),
-                Some(vec![record.data().clone()]),
-            ))
+    async fn after_insert(&self, _resource: &str, record: &Record) -> Result<()> {
+        self.written(record.id(), Some(&[record.data()])).await;
+        Ok(())
+    }
+
+    async fn after_update(&self, _resource: &str, before: &Record, after: &Record) -> Result<()> {
+        self.written(after.id(), Some(&[before.data(), after.data()]))
             .await;
         Ok(())
     }
 
-    async fn after_update(&self, resource: &str, before: &Record, after: &Record) -> Result<()> {
-        self.rt
-            .invalidate(&Invalidation::record(
-                resource,
-                Some(after.id()),
-                Some(vec![before.data().clone(), after.data().clone()]),
-            ))
-            .await;
-        Ok(())
-    }
-
-    async fn after_delete(&self, resource: &str, id: &str, record: Option<&Record>) -> Result<()> {
+    async fn after_delete(&self, _resource: &str, id: &str, record: Option<&Record>) -> Result<()> {
         // Without the record (core reads it only for partitions or versioning), every
         // partition key counts as touched.
-        let data = record.map(|r| vec![r.data().clone()]);
-        self.rt
-            .invalidate(&Invalidation::record(resource, Some(id), data))
+        let data = record.map(Record::data);
+        self.written(id, data.as_ref().map(std::slice::from_ref))
             .await;
         Ok(())
     }
@@ -158,19 +195,27 @@ impl DatabaseHooks for SetUpNew {
 /// The cache of one resource, attached by the plugin; reach it with [`crate::CacheExt::cache`].
 pub struct ResourceCache {
     resource: String,
-    rt: Arc<Runtime>,
+    plugin: String,
+    rt: Weak<Runtime>,
 }
 
 impl std::fmt::Debug for ResourceCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResourceCache")
             .field("resource", &self.resource)
-            .field("plugin", &self.rt.name)
+            .field("plugin", &self.plugin)
             .finish_non_exhaustive()
     }
 }
 
 impl ResourceCache {
+    fn runtime(&self) -> Result<Arc<Runtime>> {
+        self.rt.upgrade().ok_or_else(|| Error::Refused {
+            operation: "cache",
+            reason: format!("plugin {} is not installed", self.plugin),
+        })
+    }
+
     /// The resource.
     #[must_use]
     pub fn resource(&self) -> &str {
@@ -180,22 +225,25 @@ impl ResourceCache {
     /// The name of the plugin that caches it.
     #[must_use]
     pub fn plugin(&self) -> &str {
-        &self.rt.name
+        &self.plugin
     }
 
-    /// Hits, misses, evictions… of this resource.
+    /// Hits, misses, evictions… of this resource (all zero once the plugin is gone).
     #[must_use]
     pub fn stats(&self) -> CacheStats {
-        self.rt.stats(Some(&self.resource))
+        self.rt
+            .upgrade()
+            .map(|rt| rt.stats(Some(&self.resource)))
+            .unwrap_or_default()
     }
 
     /// Drops what is cached about record `id`: its own answers and every listing of the
     /// resource (they may contain it).
     ///
     /// # Errors
-    /// None today (driver failures are counted, not returned); kept for future drivers.
+    /// If the plugin is gone; driver failures are counted, not returned.
     pub async fn invalidate(&self, id: &str) -> Result<()> {
-        self.rt
+        self.runtime()?
             .invalidate_on_request(&self.resource, Some(id))
             .await
     }
@@ -203,16 +251,19 @@ impl ResourceCache {
     /// Drops everything cached for the resource.
     ///
     /// # Errors
-    /// The first driver failure (the entries left behind are never served).
+    /// If the plugin is gone; the first driver failure (the entries left behind are never
+    /// served).
     pub async fn clear(&self) -> Result<()> {
-        self.rt.invalidate_on_request(&self.resource, None).await
+        self.runtime()?
+            .invalidate_on_request(&self.resource, None)
+            .await
     }
 
     /// Loads the resource into the cache: its listing, then every record; returns how many.
     ///
     /// # Errors
-    /// Storage errors of the reads.
+    /// If the plugin is gone; storage errors of the reads.
     pub async fn warm(&self) -> Result<usize> {
-        self.rt.warm(&self.resource).await
+        self.runtime()?.warm(&self.resource).await
     }
 }

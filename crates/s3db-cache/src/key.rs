@@ -204,8 +204,7 @@ pub(crate) enum Scope {
     /// the partition keys of the given versions of its data (every partition key when `None`).
     Record {
         id: Option<String>,
-        /// Shared: the index keeps it too, without copying the documents.
-        data: Option<std::sync::Arc<[Document]>>,
+        data: Option<Vec<Document>>,
     },
 }
 
@@ -227,7 +226,7 @@ impl Invalidation {
             resource: resource.to_owned(),
             scope: Scope::Record {
                 id: id.map(str::to_owned),
-                data: data.map(std::sync::Arc::from),
+                data,
             },
         }
     }

@@ -4,14 +4,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use s3db_core::plugin::{Error, Next, Operation, Outcome, PluginContext, Resource, Result};
+use s3db_core::plugin::{
+    Document, Error, Next, Operation, Outcome, PluginContext, Resource, Result,
+};
 
 use crate::config::{Selection, Strategy};
 use crate::driver::CacheDriver;
 use crate::entry::{CacheEntry, CachedValue, ValueKind};
 use crate::events::CacheEvent;
-use crate::index::{Clock, Index};
-use crate::key::{CacheKey, Invalidation};
+use crate::index::{Clock, ResourceIndex, Write};
+use crate::key::{CacheKey, Invalidation, Scope};
 use crate::stats::{CacheStats, Counters, TierStats, bump};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,6 +89,14 @@ impl Drop for KeyGuard<'_> {
     }
 }
 
+/// What the cache knows about one resource: its counters and its invalidation stamps. The
+/// middleware, hooks and handle of the resource hold it, so a write finds it without a lookup.
+pub(crate) struct ResourceState {
+    pub(crate) name: String,
+    pub(crate) counters: Counters,
+    index: Mutex<ResourceIndex>,
+}
+
 /// The cache as installed in one database.
 pub(crate) struct Runtime {
     pub(crate) name: String,
@@ -95,12 +105,15 @@ pub(crate) struct Runtime {
     strategy: Strategy,
     selection: Selection,
     skew_us: u64,
-    index: Mutex<Index>,
+    /// How long invalidations must be remembered (see [`ResourceIndex`]).
+    retention: Option<u64>,
+    /// `clear()`: everything loaded at or before it is stale.
+    floor: AtomicU64,
     clock: Clock,
     locks: LockMap,
     /// Loads finished so far (to know whether one finished between a miss and taking its lock).
     loads_done: AtomicU64,
-    counters: Mutex<HashMap<String, Arc<Counters>>>,
+    resources: Mutex<HashMap<String, Arc<ResourceState>>>,
     /// Failures not tied to one resource.
     global: Counters,
     pub(crate) cx: PluginContext,
@@ -132,19 +145,31 @@ impl Runtime {
             strategy,
             selection,
             skew_us,
-            index: Mutex::new(Index::new(retention)),
+            retention,
+            floor: AtomicU64::new(0),
             clock: Clock::default(),
             locks: LockMap::default(),
             loads_done: AtomicU64::new(0),
-            counters: Mutex::new(HashMap::new()),
+            resources: Mutex::new(HashMap::new()),
             global: Counters::default(),
             cx,
             set_up: Mutex::new(HashSet::new()),
         }
     }
 
-    pub(crate) fn counters(&self, resource: &str) -> Arc<Counters> {
-        Arc::clone(lock(&self.counters).entry(resource.to_owned()).or_default())
+    /// The state of `resource` (created on first use).
+    pub(crate) fn state(&self, resource: &str) -> Arc<ResourceState> {
+        let mut resources = lock(&self.resources);
+        if let Some(state) = resources.get(resource) {
+            return Arc::clone(state);
+        }
+        let state = Arc::new(ResourceState {
+            name: resource.to_owned(),
+            counters: Counters::default(),
+            index: Mutex::new(ResourceIndex::new(self.retention)),
+        });
+        resources.insert(resource.to_owned(), Arc::clone(&state));
+        state
     }
 
     pub(crate) fn caches(&self, resource: &str) -> bool {
@@ -172,24 +197,27 @@ impl Runtime {
         self.cx.emit(event.name(), event.payload());
     }
 
-    /// Whether an entry may be served: loaded after every invalidation of this process that
-    /// affects it (with the clock-skew margin for entries of other processes).
-    fn fresh(&self, key: &CacheKey, entry: &CacheEntry) -> bool {
+    /// Whether an entry of `state`'s resource may be served: loaded after every invalidation of
+    /// this process that affects it (with the clock-skew margin for entries of other
+    /// processes).
+    fn fresh(&self, state: &ResourceState, key: &CacheKey, entry: &CacheEntry) -> bool {
         let margin = if entry.writer == self.incarnation {
             0
         } else {
             self.skew_us
         };
-        lock(&self.index).valid(key, entry.loaded_at, margin)
+        entry.loaded_at > self.floor.load(Ordering::SeqCst).saturating_add(margin)
+            && lock(&state.index).valid(key, entry.loaded_at, margin)
     }
 
     /// The answer in the first tier that has a fresh one.
     async fn lookup(
         &self,
+        state: &ResourceState,
         key: &CacheKey,
         kinds: &[ValueKind],
-        counters: &Counters,
     ) -> Option<Result<Outcome>> {
+        let counters = &state.counters;
         for (i, tier) in self.tiers.iter().enumerate() {
             if !tier.accepts_any(kinds) {
                 continue;
@@ -202,7 +230,7 @@ impl Runtime {
                     continue;
                 }
             };
-            if !self.fresh(key, &entry) {
+            if !self.fresh(state, key, &entry) {
                 bump(&counters.stale);
                 continue;
             }
@@ -261,18 +289,19 @@ impl Runtime {
     /// the first load) and stored.
     pub(crate) async fn read(
         &self,
+        state: &ResourceState,
         key: CacheKey,
         op: Operation,
         next: Next<'_>,
     ) -> Result<Outcome> {
-        let counters = self.counters(key.resource());
+        let counters = &state.counters;
         let kinds = CachedValue::kinds_of(key.operation());
         if !self.tiers.iter().any(|t| t.accepts_any(kinds)) {
             bump(&counters.uncached);
             return next.run(op).await;
         }
         let loads_seen = self.loads_done.load(Ordering::SeqCst);
-        if let Some(answer) = self.lookup(&key, kinds, &counters).await {
+        if let Some(answer) = self.lookup(state, &key, kinds).await {
             bump(&counters.hits);
             return answer;
         }
@@ -280,7 +309,7 @@ impl Runtime {
         // A load of this key ran meanwhile (we waited for it, or one finished since we looked):
         // its answer is in the cache, if it could be stored and is still fresh.
         if (loading.waited || self.loads_done.load(Ordering::SeqCst) != loads_seen)
-            && let Some(answer) = self.lookup(&key, kinds, &counters).await
+            && let Some(answer) = self.lookup(state, &key, kinds).await
         {
             bump(&counters.hits);
             return answer;
@@ -299,10 +328,10 @@ impl Runtime {
                 // A write that completed during the load makes it stale: do not store it. A
                 // write that completes while it is being stored is caught by the second check
                 // (and by every reader's check meanwhile).
-                if self.fresh(&key, &entry) {
-                    self.store(&key, &entry, &counters).await;
-                    if !self.fresh(&key, &entry) {
-                        self.remove_everywhere(&key, &counters).await;
+                if self.fresh(state, &key, &entry) {
+                    self.store(&key, &entry, counters).await;
+                    if !self.fresh(state, &key, &entry) {
+                        self.remove_everywhere(&key, counters).await;
                     }
                 }
             }
@@ -314,15 +343,62 @@ impl Runtime {
         result
     }
 
-    /// Makes stale what `invalidation` affects, here (at once) and in every tier.
+    /// Makes stale what `invalidation` affects, here (at once) and in every tier that may hold
+    /// something of its resource.
     pub(crate) async fn invalidate(&self, invalidation: &Invalidation) {
+        let state = self.state(invalidation.resource_name());
         let at = self.clock.now();
-        lock(&self.index).record(at, invalidation);
-        let counters = self.counters(invalidation.resource_name());
-        bump(&counters.invalidations);
+        match invalidation.scope() {
+            Scope::Everything => lock(&state.index).everything(at),
+            Scope::Record { id, data } => {
+                let docs: Option<Vec<&Document>> = data.as_ref().map(|d| d.iter().collect());
+                lock(&state.index).write(
+                    at,
+                    Write {
+                        id: id.as_deref(),
+                        data: docs.as_deref(),
+                    },
+                );
+            }
+        }
+        bump(&state.counters.invalidations);
         for tier in &self.tiers {
+            if !tier.driver.may_hold(&state.name) {
+                continue;
+            }
             if let Err(e) = tier.driver.invalidate(invalidation).await {
-                self.tier_failed(tier, "invalidate", Some(&counters), &e);
+                self.tier_failed(tier, "invalidate", Some(&state.counters), &e);
+            }
+        }
+    }
+
+    /// A completed write of record `id` of `state`'s resource, whose data was or is each of
+    /// `data` (`None`: unknown, every partition counts as touched): its stamps first (O(1),
+    /// nothing allocated), then the tiers that may hold something of the resource (the
+    /// [`Invalidation`] they get is built only for them).
+    pub(crate) async fn record_written(
+        &self,
+        state: &ResourceState,
+        id: &str,
+        data: Option<&[&Document]>,
+    ) {
+        let at = self.clock.now();
+        lock(&state.index).write(at, Write { id: Some(id), data });
+        bump(&state.counters.invalidations);
+        let mut invalidation = None;
+        for tier in &self.tiers {
+            if !tier.driver.may_hold(&state.name) {
+                continue;
+            }
+            let invalidation = invalidation.get_or_insert_with(|| {
+                Invalidation::record(
+                    &state.name,
+                    Some(id),
+                    data.map(|docs| docs.iter().map(|d| (*d).clone()).collect()),
+                )
+            });
+            if let Err(e) = tier.driver.invalidate(invalidation).await {
+                self.tier_failed(tier, "invalidate", Some(&state.counters), &e);
             }
         }
     }
@@ -333,18 +409,20 @@ impl Runtime {
     /// The first tier's failure (every tier is tried; entries left behind are stale anyway).
     pub(crate) async fn clear(&self, resource: Option<&str>) -> Result<()> {
         let at = self.clock.now();
-        match resource {
-            Some(r) => {
-                lock(&self.index).record(at, &Invalidation::resource(r));
-                bump(&self.counters(r).invalidations);
+        let state = resource.map(|r| self.state(r));
+        match &state {
+            Some(state) => {
+                lock(&state.index).everything(at);
+                bump(&state.counters.invalidations);
             }
-            None => lock(&self.index).clear_all(at),
+            None => {
+                self.floor.fetch_max(at, Ordering::SeqCst);
+            }
         }
         let mut first_error = None;
         for tier in &self.tiers {
             if let Err(e) = tier.driver.clear(resource).await {
-                let counters = resource.map(|r| self.counters(r));
-                self.tier_failed(tier, "clear", counters.as_deref(), &e);
+                self.tier_failed(tier, "clear", state.as_ref().map(|s| &s.counters), &e);
                 first_error.get_or_insert(e);
             }
         }
@@ -413,13 +491,13 @@ impl Runtime {
         let mut stats = CacheStats::default();
         match resource {
             Some(r) => {
-                if let Some(c) = lock(&self.counters).get(r) {
-                    c.add_to(&mut stats);
+                if let Some(state) = lock(&self.resources).get(r) {
+                    state.counters.add_to(&mut stats);
                 }
             }
             None => {
-                for c in lock(&self.counters).values() {
-                    c.add_to(&mut stats);
+                for state in lock(&self.resources).values() {
+                    state.counters.add_to(&mut stats);
                 }
                 self.global.add_to(&mut stats);
                 stats.tiers = self

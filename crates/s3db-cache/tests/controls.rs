@@ -178,21 +178,6 @@ async fn clear_invalidate_and_warm() -> TestResult {
 }
 
 #[tokio::test]
-async fn delete_all_is_invisible_to_the_cache_until_invalidated() -> TestResult {
-    // Resource::delete_all writes without the hook bus: the documented workaround.
-    let t = TestStore::memory("cache_delete_all");
-    let db = connect(&t.conn).await?;
-    let cache = db.use_plugin(memory_cache()).await?;
-    let users = db.create_resource(users()).await?;
-    seed_users(&users).await?;
-    assert_eq!(users.count().await?, 3);
-    users.delete_all().await?;
-    cache.invalidate("users", None).await?;
-    assert_eq!(users.count().await?, 0);
-    Ok(())
-}
-
-#[tokio::test]
 async fn uninstall_removes_everything_and_reads_go_to_the_store() -> TestResult {
     let t = TestStore::memory("cache_uninstall");
     let db = connect(&t.conn).await?;

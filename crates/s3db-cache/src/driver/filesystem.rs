@@ -5,7 +5,7 @@
 //! file and renamed, so a crash never leaves half an entry. The folder belongs to one process
 //! at a time: entries another process writes into it are seen at the next install.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +16,7 @@ use s3db_core::plugin::{PluginContext, Result, async_trait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::book::ResourceBook;
 use super::{CacheDriver, io_error};
 use crate::config::FilesystemConfig;
 use crate::entry::{CacheEntry, ValueKind};
@@ -45,7 +46,7 @@ struct Indexed {
 struct FsIndex {
     entries: HashMap<String, Indexed>,
     lru: BTreeMap<u64, String>,
-    by_resource: HashMap<String, HashSet<String>>,
+    by_resource: HashMap<String, ResourceBook>,
     total: u64,
     next_tick: u64,
     evictions: HashMap<String, u64>,
@@ -61,10 +62,14 @@ impl FsIndex {
         self.remove(item.key.path());
         item.tick = self.tick();
         self.lru.insert(item.tick, item.key.path().to_owned());
-        self.by_resource
-            .entry(item.key.resource().to_owned())
-            .or_default()
-            .insert(item.key.path().to_owned());
+        if let Some(book) = self.by_resource.get_mut(item.key.resource()) {
+            book.add(&item.key);
+        } else {
+            let mut book = ResourceBook::default();
+            book.add(&item.key);
+            self.by_resource
+                .insert(item.key.resource().to_owned(), book);
+        }
         self.total += item.size;
         self.entries.insert(item.key.path().to_owned(), item);
     }
@@ -72,8 +77,8 @@ impl FsIndex {
     fn remove(&mut self, path: &str) -> Option<Indexed> {
         let item = self.entries.remove(path)?;
         self.lru.remove(&item.tick);
-        if let Some(set) = self.by_resource.get_mut(item.key.resource()) {
-            set.remove(path);
+        if let Some(book) = self.by_resource.get_mut(item.key.resource()) {
+            book.remove(&item.key);
         }
         self.total = self.total.saturating_sub(item.size);
         Some(item)
@@ -175,28 +180,28 @@ impl FilesystemDriver {
         first_error.map_or(Ok(()), Err)
     }
 
-    async fn drop_where(
+    /// Removes from the index the keys `take` picks from the resource's book (or every key when
+    /// `resource` is `None`) and deletes their files.
+    async fn drop_keys(
         &self,
         resource: Option<&str>,
-        pred: impl Fn(&CacheKey) -> bool,
+        take: impl FnOnce(&mut ResourceBook, &mut Vec<String>),
     ) -> Result<()> {
         let files: Vec<String> = {
             let mut index = self.lock();
             let paths: Vec<String> = match resource {
-                Some(r) => index
-                    .by_resource
-                    .get(r)
-                    .map(|set| set.iter().cloned().collect())
-                    .unwrap_or_default(),
+                Some(r) => {
+                    let mut paths = Vec::new();
+                    if let Some(book) = index.by_resource.get_mut(r) {
+                        take(book, &mut paths);
+                    }
+                    paths
+                }
                 None => index.entries.keys().cloned().collect(),
             };
             paths
                 .iter()
-                .filter(|p| index.entries.get(*p).is_some_and(|item| pred(&item.key)))
-                .cloned()
-                .collect::<Vec<_>>()
-                .into_iter()
-                .filter_map(|p| index.remove(&p).map(|item| item.file))
+                .filter_map(|p| index.remove(p).map(|item| item.file))
                 .collect()
         };
         self.delete_files(files).await
@@ -382,15 +387,22 @@ impl CacheDriver for FilesystemDriver {
             .await
     }
 
+    fn may_hold(&self, resource: &str) -> bool {
+        self.lock()
+            .by_resource
+            .get(resource)
+            .is_some_and(|book| !book.is_empty())
+    }
+
     async fn invalidate(&self, invalidation: &Invalidation) -> Result<()> {
-        self.drop_where(Some(invalidation.resource_name()), |k| {
-            invalidation.affects(k)
+        self.drop_keys(Some(invalidation.resource_name()), |book, paths| {
+            book.take_affected(invalidation, paths);
         })
         .await
     }
 
     async fn clear(&self, resource: Option<&str>) -> Result<()> {
-        self.drop_where(resource, |_| true).await
+        self.drop_keys(resource, ResourceBook::take_all).await
     }
 
     async fn detach(&self, _cx: &PluginContext, purge: bool) -> Result<()> {

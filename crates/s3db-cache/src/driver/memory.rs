@@ -1,7 +1,7 @@
 //! The memory driver: a moka cache of entries, by number or by estimated weight, with a TTL.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use moka::notification::RemovalCause;
 use s3db_core::plugin::{Result, async_trait};
 
 use super::CacheDriver;
+use super::book::ResourceBook;
 use crate::config::{DEFAULT_MAX_ENTRIES, MemoryConfig};
 use crate::entry::{CacheEntry, ValueKind};
 use crate::index::wall_us;
@@ -21,12 +22,35 @@ struct Stored {
     entry: CacheEntry,
 }
 
-/// Keys per resource (to find what a write invalidates without scanning the cache), and
-/// evictions per resource.
+/// Keys per resource, by family (to find what a write invalidates without scanning the cache),
+/// and evictions per resource.
 #[derive(Debug, Default)]
 struct Book {
-    keys: HashMap<String, HashMap<String, CacheKey>>,
+    keys: HashMap<String, ResourceBook>,
     evictions: HashMap<String, u64>,
+}
+
+/// Runs `change` on the book of `resource` (created if missing) and keeps `held` (the number
+/// of keys of every resource) up to date.
+fn change_book<T>(
+    book: &mut Book,
+    held: &AtomicUsize,
+    resource: &str,
+    change: impl FnOnce(&mut ResourceBook) -> T,
+) -> T {
+    let keys = match book.keys.get_mut(resource) {
+        Some(keys) => keys,
+        None => book.keys.entry(resource.to_owned()).or_default(),
+    };
+    let before = keys.len();
+    let out = change(keys);
+    let after = keys.len();
+    if after >= before {
+        held.fetch_add(after - before, Ordering::Relaxed);
+    } else {
+        held.fetch_sub(before - after, Ordering::Relaxed);
+    }
+    out
 }
 
 /// In-process entries in a moka cache. Holds every kind of value, records included.
@@ -34,6 +58,9 @@ pub struct MemoryDriver {
     cache: Cache<String, Arc<Stored>>,
     ttl: Option<Duration>,
     book: Arc<Mutex<Book>>,
+    /// How many keys the book holds, all resources together: a write asks for nothing when
+    /// the cache is empty, without taking the lock.
+    held: Arc<AtomicUsize>,
     evictions: Arc<AtomicU64>,
     limit: String,
 }
@@ -75,21 +102,25 @@ impl MemoryDriver {
         if let Some(ttl) = config.ttl {
             builder = builder.time_to_live(ttl);
         }
+        let held = Arc::new(AtomicUsize::new(0));
+        let listener_held = Arc::clone(&held);
         let listener_book = Arc::clone(&book);
         let listener_evictions = Arc::clone(&evictions);
         let cache = builder
-            .eviction_listener(move |path: Arc<String>, stored: Arc<Stored>, cause| {
+            .eviction_listener(move |_path: Arc<String>, stored: Arc<Stored>, cause| {
                 if cause == RemovalCause::Replaced {
                     return;
                 }
                 let mut book = lock(&listener_book);
-                let resource = stored.key.resource().to_owned();
-                if let Some(keys) = book.keys.get_mut(&resource) {
-                    keys.remove(path.as_str());
+                let resource = stored.key.resource();
+                if book.keys.contains_key(resource) {
+                    change_book(&mut book, &listener_held, resource, |keys| {
+                        keys.remove(&stored.key)
+                    });
                 }
                 if cause == RemovalCause::Size {
                     listener_evictions.fetch_add(1, Ordering::Relaxed);
-                    *book.evictions.entry(resource).or_default() += 1;
+                    *book.evictions.entry(resource.to_owned()).or_default() += 1;
                 }
             })
             .build();
@@ -97,6 +128,7 @@ impl MemoryDriver {
             cache,
             ttl: config.ttl,
             book,
+            held,
             evictions,
             limit,
         }
@@ -108,20 +140,18 @@ impl MemoryDriver {
         self.cache.entry_count()
     }
 
-    async fn drop_where(&self, resource: Option<&str>, pred: impl Fn(&CacheKey) -> bool) {
-        let paths: Vec<String> = {
-            let book = lock(&self.book);
-            book.keys
-                .iter()
-                .filter(|(r, _)| resource.is_none_or(|want| want == r.as_str()))
-                .flat_map(|(_, keys)| keys.iter())
-                .filter(|(_, key)| pred(key))
-                .map(|(path, _)| path.clone())
-                .collect()
-        };
-        for path in paths {
-            self.cache.invalidate(&path).await;
+    /// Drops these entries. Moka's future is large: it is boxed, so that a call with nothing to
+    /// drop (most writes) stays small.
+    async fn drop_paths(&self, paths: Vec<String>) {
+        if paths.is_empty() {
+            return;
         }
+        Box::pin(async move {
+            for path in paths {
+                self.cache.invalidate(&path).await;
+            }
+        })
+        .await;
     }
 }
 
@@ -150,11 +180,9 @@ impl CacheDriver for MemoryDriver {
     }
 
     async fn put(&self, key: &CacheKey, entry: &CacheEntry) -> Result<()> {
-        lock(&self.book)
-            .keys
-            .entry(key.resource().to_owned())
-            .or_default()
-            .insert(key.path().to_owned(), key.clone());
+        change_book(&mut lock(&self.book), &self.held, key.resource(), |keys| {
+            keys.add(key);
+        });
         self.cache
             .insert(
                 key.path().to_owned(),
@@ -172,20 +200,46 @@ impl CacheDriver for MemoryDriver {
         Ok(())
     }
 
+    fn may_hold(&self, resource: &str) -> bool {
+        self.held.load(Ordering::Relaxed) > 0
+            && lock(&self.book)
+                .keys
+                .get(resource)
+                .is_some_and(|keys| !keys.is_empty())
+    }
+
     async fn invalidate(&self, invalidation: &Invalidation) -> Result<()> {
-        self.drop_where(Some(invalidation.resource_name()), |k| {
-            invalidation.affects(k)
-        })
-        .await;
+        let mut paths = Vec::new();
+        {
+            let mut book = lock(&self.book);
+            let resource = invalidation.resource_name();
+            if book.keys.contains_key(resource) {
+                change_book(&mut book, &self.held, resource, |keys| {
+                    keys.take_affected(invalidation, &mut paths);
+                });
+            }
+        }
+        self.drop_paths(paths).await;
         Ok(())
     }
 
     async fn clear(&self, resource: Option<&str>) -> Result<()> {
         match resource {
-            Some(_) => self.drop_where(resource, |_| true).await,
+            Some(r) => {
+                let mut paths = Vec::new();
+                {
+                    let mut book = lock(&self.book);
+                    if book.keys.contains_key(r) {
+                        change_book(&mut book, &self.held, r, |keys| keys.take_all(&mut paths));
+                    }
+                }
+                self.drop_paths(paths).await;
+            }
             None => {
                 self.cache.invalidate_all();
-                lock(&self.book).keys.clear();
+                let mut book = lock(&self.book);
+                book.keys.clear();
+                self.held.store(0, Ordering::Relaxed);
             }
         }
         self.cache.run_pending_tasks().await;

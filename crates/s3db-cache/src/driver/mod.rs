@@ -1,6 +1,7 @@
 //! Where cached answers live. The plugin keeps the validity rules (stamps, invalidation,
 //! single loads, tiers); a driver only stores, finds and drops entries.
 
+mod book;
 mod filesystem;
 mod memory;
 mod s3;
@@ -62,6 +63,15 @@ pub trait CacheDriver: Send + Sync + 'static {
     /// # Errors
     /// Whatever the driver's storage fails with.
     async fn remove(&self, key: &CacheKey) -> Result<()>;
+
+    /// Whether it may hold an entry of `resource` that a write must drop. When it answers
+    /// `false`, a write skips [`CacheDriver::invalidate`] for it (and does not build its
+    /// argument): the plugin's own stamps already make everything loaded before the write stale
+    /// in this process. The default, `true`, always asks; a driver shared between processes
+    /// must answer `true` unless it knows it holds nothing of the resource anywhere.
+    fn may_hold(&self, _resource: &str) -> bool {
+        true
+    }
 
     /// Drops every entry `invalidation` [affects](Invalidation::affects) (a driver may drop
     /// more).
