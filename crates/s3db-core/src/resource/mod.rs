@@ -654,11 +654,14 @@ impl Resource {
     // ----- the operations themselves (innermost link of the chain) -----
 
     pub(crate) async fn execute(&self, op: Operation) -> Result<Outcome> {
-        // Only the smallest, hottest operations run inline: the others are boxed, so that this
-        // future (and every middleware level above it, which holds it) stays small; large futures
-        // are copied whole at each level on the way in.
+        // Only the smallest, hottest operations (get, exists) run inline: the others are boxed,
+        // so that this future stays small. Every middleware boxes a future holding it, and
+        // boxes above about 1 KiB leave the allocator's fast per-thread cache; large futures are
+        // also copied whole at each level on the way in.
         match op {
-            Operation::Insert { id, data } => self.do_insert(id, data).await.map(Outcome::Record),
+            Operation::Insert { id, data } => Box::pin(self.do_insert(id, data))
+                .await
+                .map(Outcome::Record),
             Operation::Get { id } => self.do_get(&id).await.map(Outcome::Record),
             Operation::Exists { id } => {
                 let key = self.record_key(&id)?;
@@ -1022,6 +1025,17 @@ impl Resource {
                 .await?;
             return Ok(());
         }
+        Box::pin(self.move_references(def, id, before, after)).await
+    }
+
+    /// [`Resource::write_references`] in general: several partitions, or a record that moves.
+    async fn move_references(
+        &self,
+        def: &Definition,
+        id: &str,
+        before: Option<&Document>,
+        after: Option<&Document>,
+    ) -> Result<()> {
         let mut puts = Vec::new();
         let mut deletes = Vec::new();
         for partition in &def.partitions {
