@@ -101,3 +101,84 @@ async fn all_three_together_then_uninstalled_one_by_one() -> TestResult {
     assert_eq!(users.get("a").await?.get("region"), Some(&json!("us")));
     Ok(())
 }
+
+/// Registers, on every resource it sees, a middleware that holds the plugin's context and a
+/// tracker: while the middleware lives, the tracker has more than one owner.
+struct Tracker {
+    alive: std::sync::Arc<()>,
+}
+
+struct HoldsContext {
+    _cx: s3db_core::plugin::PluginContext,
+    _alive: std::sync::Arc<()>,
+}
+
+#[s3db_core::plugin::async_trait]
+impl s3db_core::resource::hooks::Middleware for HoldsContext {
+    async fn handle(
+        &self,
+        _resource: &Resource,
+        op: s3db_core::resource::hooks::Operation,
+        next: s3db_core::resource::hooks::Next<'_>,
+    ) -> s3db_core::Result<s3db_core::resource::hooks::Outcome> {
+        next.run(op).await
+    }
+}
+
+#[s3db_core::plugin::async_trait]
+impl s3db_core::plugin::Plugin for Tracker {
+    fn name(&self) -> &str {
+        "tracker"
+    }
+
+    async fn install(&self, cx: &s3db_core::plugin::PluginContext) -> s3db_core::Result<()> {
+        let alive = std::sync::Arc::clone(&self.alive);
+        let setup_cx = cx.clone();
+        cx.when_resource("users", move |resource| {
+            let cx = setup_cx.clone();
+            let alive = std::sync::Arc::clone(&alive);
+            async move {
+                cx.add_middleware(
+                    &resource,
+                    HoldsContext {
+                        _cx: cx.clone(),
+                        _alive: alive,
+                    },
+                );
+                Ok(())
+            }
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_database_is_freed_with_its_plugins() -> TestResult {
+    // Plugins register on resources things that hold their context; the context must not hold
+    // the resources back, or a database dropped without disconnect would never be freed. With
+    // the cache, costs and metrics installed too, any of them keeping the database alive would
+    // keep `users` (and the tracker's middleware) alive.
+    let alive = std::sync::Arc::new(());
+    {
+        let t = TestStore::memory("combination_drop");
+        let (db, users) = setup(&t).await?;
+        db.use_plugin(Tracker {
+            alive: std::sync::Arc::clone(&alive),
+        })
+        .await?;
+        users.insert(json!({"id": "a", "name": "Ada"})).await?;
+        users.get("a").await?;
+        users.count().await?;
+        assert!(std::sync::Arc::strong_count(&alive) > 1, "registered");
+        drop((users, db));
+    }
+    // Plugin tasks are aborted on drop; give them a moment to go away.
+    for _ in 0..100 {
+        if std::sync::Arc::strong_count(&alive) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(std::sync::Arc::strong_count(&alive), 1, "database freed");
+    Ok(())
+}

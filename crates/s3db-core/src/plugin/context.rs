@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::resource::hooks::{
     DatabaseHooks, Event, HookId, Middleware, PluginEvent, ResourceHooks,
 };
-use crate::resource::{Resource, ResourceConfig};
+use crate::resource::{Resource, ResourceConfig, WeakResource};
 use crate::store::{ObserverId, RequestObserver};
 
 type Setup = Arc<dyn Fn(Resource) -> BoxFuture<'static, Result<()>> + Send + Sync>;
@@ -40,10 +40,13 @@ struct Inner {
 }
 
 #[derive(Default)]
+///
+/// Resources are held weakly: what a plugin registers on a resource usually holds the plugin's
+/// context, so a strong reference back would keep a dropped database (and its data) alive.
 struct Registrations {
-    resource_hooks: Vec<(Resource, HookId)>,
-    middleware: Vec<(Resource, HookId)>,
-    extensions: Vec<(Resource, TypeId)>,
+    resource_hooks: Vec<(WeakResource, HookId)>,
+    middleware: Vec<(WeakResource, HookId)>,
+    extensions: Vec<(WeakResource, TypeId)>,
     observers: Vec<ObserverId>,
     database_hooks: Vec<HookId>,
     internal_resources: Vec<String>,
@@ -112,14 +115,16 @@ impl PluginContext {
         let id = resource.add_hooks(hooks);
         self.registrations()
             .resource_hooks
-            .push((resource.clone(), id));
+            .push((resource.downgrade(), id));
         id
     }
 
     /// Adds middleware to a resource; removed again at uninstall.
     pub fn add_middleware(&self, resource: &Resource, middleware: impl Middleware) -> HookId {
         let id = resource.add_middleware(middleware);
-        self.registrations().middleware.push((resource.clone(), id));
+        self.registrations()
+            .middleware
+            .push((resource.downgrade(), id));
         id
     }
 
@@ -129,7 +134,7 @@ impl PluginContext {
         let type_id = resource.insert_extension(Arc::new(value));
         self.registrations()
             .extensions
-            .push((resource.clone(), type_id));
+            .push((resource.downgrade(), type_id));
     }
 
     /// Shows every request of the database's store to `observer` (how the costs and metrics
@@ -293,14 +298,21 @@ impl PluginContext {
                 std::mem::take(&mut r.database_hooks),
             )
         };
+        // A resource already dropped took its registrations with it.
         for (resource, type_id) in extensions {
-            resource.remove_extension(type_id);
+            if let Some(resource) = resource.upgrade() {
+                resource.remove_extension(type_id);
+            }
         }
         for (resource, id) in hooks {
-            resource.remove_hooks(id);
+            if let Some(resource) = resource.upgrade() {
+                resource.remove_hooks(id);
+            }
         }
         for (resource, id) in middleware {
-            resource.remove_middleware(id);
+            if let Some(resource) = resource.upgrade() {
+                resource.remove_middleware(id);
+            }
         }
         if let Ok(db) = self.database() {
             for id in database_hooks {

@@ -138,6 +138,17 @@ pub struct Resource {
     inner: Arc<ResourceInner>,
 }
 
+/// A [`Resource`] held without keeping it alive.
+#[derive(Clone)]
+pub(crate) struct WeakResource(std::sync::Weak<ResourceInner>);
+
+impl WeakResource {
+    /// The resource, if it still exists.
+    pub(crate) fn upgrade(&self) -> Option<Resource> {
+        self.0.upgrade().map(|inner| Resource { inner })
+    }
+}
+
 struct ResourceInner {
     name: String,
     shared: Arc<Shared>,
@@ -192,6 +203,11 @@ impl Resource {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
+    }
+
+    /// A handle that does not keep the resource alive.
+    pub(crate) fn downgrade(&self) -> WeakResource {
+        WeakResource(Arc::downgrade(&self.inner))
     }
 
     /// The resource's name.
