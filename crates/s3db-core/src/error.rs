@@ -133,7 +133,93 @@ pub enum Error {
     },
 }
 
+/// What kind of error an [`Error`] is, without its details: for matching, counting and labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::NotFound`].
+    NotFound,
+    /// [`Error::AlreadyExists`].
+    AlreadyExists,
+    /// [`Error::PreconditionFailed`].
+    PreconditionFailed,
+    /// [`Error::BadKey`].
+    BadKey,
+    /// [`Error::BadMetadata`].
+    BadMetadata,
+    /// [`Error::MetadataLimit`].
+    MetadataLimit,
+    /// [`Error::Validation`].
+    Validation,
+    /// [`Error::BadSchema`].
+    BadSchema,
+    /// [`Error::SecretDecryption`].
+    SecretDecryption,
+    /// [`Error::Corrupt`].
+    Corrupt,
+    /// [`Error::Refused`].
+    Refused,
+    /// [`Error::Plugin`].
+    Plugin,
+    /// [`Error::BadConnectionString`].
+    BadConnectionString,
+    /// [`Error::Storage`].
+    Storage,
+}
+
+impl ErrorKind {
+    /// A short, stable snake-case name (`not_found`, `already_exists`, …), e.g. for a metric
+    /// label.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::PreconditionFailed => "precondition_failed",
+            ErrorKind::BadKey => "bad_key",
+            ErrorKind::BadMetadata => "bad_metadata",
+            ErrorKind::MetadataLimit => "metadata_limit",
+            ErrorKind::Validation => "validation",
+            ErrorKind::BadSchema => "bad_schema",
+            ErrorKind::SecretDecryption => "secret_decryption",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Plugin => "plugin",
+            ErrorKind::BadConnectionString => "bad_connection_string",
+            ErrorKind::Storage => "storage",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Error {
+    /// The kind of this error (a plugin's error is of kind [`ErrorKind::Plugin`], whatever it
+    /// wraps).
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::PreconditionFailed { .. } => ErrorKind::PreconditionFailed,
+            Error::BadKey { .. } => ErrorKind::BadKey,
+            Error::BadMetadata { .. } => ErrorKind::BadMetadata,
+            Error::MetadataLimit { .. } => ErrorKind::MetadataLimit,
+            Error::Validation(_) => ErrorKind::Validation,
+            Error::BadSchema { .. } => ErrorKind::BadSchema,
+            Error::SecretDecryption { .. } => ErrorKind::SecretDecryption,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Refused { .. } => ErrorKind::Refused,
+            Error::Plugin { .. } => ErrorKind::Plugin,
+            Error::BadConnectionString(_) => ErrorKind::BadConnectionString,
+            Error::Storage { .. } => ErrorKind::Storage,
+        }
+    }
+
     /// Whether retrying the same operation may succeed (a transient storage failure).
     #[must_use]
     pub fn is_transient(&self) -> bool {
@@ -264,6 +350,52 @@ impl ConnectionStringError {
         Self {
             part,
             reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_name_their_variant() {
+        let not_found = Error::NotFound { key: "k".into() };
+        let cases = [
+            (not_found, ErrorKind::NotFound, "not_found"),
+            (
+                Error::AlreadyExists { key: "k".into() },
+                ErrorKind::AlreadyExists,
+                "already_exists",
+            ),
+            (
+                Error::Validation(vec![FieldError::new("a", "required", "is required")]),
+                ErrorKind::Validation,
+                "validation",
+            ),
+            (
+                Error::Plugin {
+                    plugin: "p".into(),
+                    source: Box::new(Error::NotFound { key: "k".into() }),
+                },
+                ErrorKind::Plugin,
+                "plugin",
+            ),
+            (
+                Error::Storage {
+                    operation: "get",
+                    key: "k".into(),
+                    transient: true,
+                    source: "down".into(),
+                },
+                ErrorKind::Storage,
+                "storage",
+            ),
+        ];
+        for (error, kind, name) in cases {
+            assert_eq!(error.kind(), kind);
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(kind.to_string(), name);
         }
     }
 }

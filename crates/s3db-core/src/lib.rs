@@ -16,7 +16,7 @@ pub mod testing;
 pub use codec::Behavior;
 pub use connection::ConnectionString;
 pub use database::{Database, DatabaseBuilder};
-pub use error::{Error, FieldError, Result};
+pub use error::{Error, ErrorKind, FieldError, Result};
 pub use key::Key;
 pub use resource::{
     Document, Filter, Page, PageResult, Record, Resource, ResourceConfig, TypedResource,

@@ -392,7 +392,7 @@ impl Shared {
         let slow = elapsed >= self.config.slow_threshold;
         let (status, kind) = match result {
             Ok(_) => (OK, None),
-            Err(e) => (ERROR, Some(error_kind(e))),
+            Err(e) => (ERROR, Some(e.kind().as_str())),
         };
         let keys =
             {
@@ -492,27 +492,6 @@ impl Shared {
             ];
             metrics::counter!(names.slow.clone(), labels).increment(1);
         }
-    }
-}
-
-/// A short, stable name for an error's kind (a label value).
-fn error_kind(e: &Error) -> &'static str {
-    match e {
-        Error::NotFound { .. } => "not_found",
-        Error::AlreadyExists { .. } => "already_exists",
-        Error::PreconditionFailed { .. } => "precondition_failed",
-        Error::BadKey { .. } => "bad_key",
-        Error::BadMetadata { .. } => "bad_metadata",
-        Error::MetadataLimit { .. } => "metadata_limit",
-        Error::Validation(_) => "validation",
-        Error::BadSchema { .. } => "bad_schema",
-        Error::SecretDecryption { .. } => "secret_decryption",
-        Error::Corrupt { .. } => "corrupt",
-        Error::Refused { .. } => "refused",
-        Error::Plugin { .. } => "plugin",
-        Error::BadConnectionString(_) => "bad_connection_string",
-        Error::Storage { .. } => "storage",
-        _ => "other",
     }
 }
 

@@ -29,7 +29,7 @@ pub use async_trait::async_trait;
 pub use self::context::PluginContext;
 pub use self::storage::*;
 pub use crate::database::Database;
-pub use crate::error::{Error, Result};
+pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::resource::hooks::{
     DatabaseHooks, Event, HookId, InsertOp, Middleware, Next, Operation, Outcome, PluginEvent,
     ResourceHooks, UpdateKind, UpdateOp,
