@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use s3db_core::RequestKind::{Get, Put};
 use s3db_core::plugin::{
     Entry, LockGuard, LockOptions, MAX_TRANSIENT_RETRIES, PluginStorage, SetOptions,
 };
@@ -87,6 +88,7 @@ on_every_backend!(
     locks_exclude_tasks,
     expired_lease_takeover,
     released_and_dropped_locks,
+    lock_requests,
 );
 
 fn doc(value: Value) -> Map<String, Value> {
@@ -864,6 +866,53 @@ async fn released_and_dropped_locks(t: TestStore, _: Scale) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(s.acquire_lock("job", opts).await?.is_some());
+    Ok(())
+}
+
+/// Acquires the uncontended lock `job`, with the requests it took.
+async fn acquire_counted(
+    store: &Store,
+    s: &PluginStorage,
+    opts: &LockOptions,
+) -> Result<(LockGuard, s3db_core::RequestStats)> {
+    let before = store.requests();
+    let guard = s.acquire_lock("job", opts.clone()).await?;
+    let used = store.requests().since(&before);
+    let Some(guard) = guard else {
+        panic!("an uncontended lock was not acquired")
+    };
+    Ok((guard, used))
+}
+
+/// Requests of an uncontended lock: the first acquisition creates the lease (1 PUT); later ones
+/// read the released lease and take it over (1 GET + 1 conditional PUT); a release is 1 PUT. A
+/// lease deleted meanwhile is created again.
+async fn lock_requests(t: TestStore, _: Scale) -> Result<()> {
+    let s = storage(&t, "lock-requests");
+    let opts = LockOptions::new().ttl(Duration::from_secs(60));
+    let (guard, used) = acquire_counted(&t.store, &s, &opts).await?;
+    assert_eq!((used.count(Get), used.count(Put)), (0, 1), "first: create");
+    let before = t.store.requests();
+    guard.release().await?;
+    assert_eq!(t.store.requests().since(&before).total(), 1, "release");
+    for round in 0..3 {
+        let (guard, used) = acquire_counted(&t.store, &s, &opts).await?;
+        assert_eq!(
+            (used.count(Get), used.count(Put)),
+            (1, 1),
+            "round {round}: read the tombstone, take it over"
+        );
+        guard.release().await?;
+    }
+    // Another handle of the same plugin storage shares what is known.
+    let (guard, used) = acquire_counted(&t.store, &s, &opts).await?;
+    assert_eq!(used.total(), 2);
+    guard.release().await?;
+    // Deleted behind its back (delete_all): found missing, created again.
+    assert!(s.delete_all(&[]).await? >= 1);
+    let (guard, _) = acquire_counted(&t.store, &s, &opts).await?;
+    assert!(s.is_locked("job").await?);
+    guard.release().await?;
     Ok(())
 }
 

@@ -82,9 +82,9 @@
 //! [`increment`]: PluginStorage::increment
 //! [`acquire_lock`]: PluginStorage::acquire_lock
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -245,7 +245,14 @@ impl LockOptions {
 pub struct PluginStorage {
     store: Store,
     slug: String,
+    /// Lock objects this storage has seen exist: acquiring one starts by reading its lease
+    /// instead of a create that would fail (a released lease stays as a tombstone). Only a hint:
+    /// a lease deleted meanwhile is created again on the next try.
+    known_leases: Arc<Mutex<HashSet<Key>>>,
 }
+
+/// At most this many remembered lock names per storage (forgotten all at once beyond).
+const KNOWN_LEASES: usize = 1024;
 
 /// An object as stored, expired or not.
 #[derive(Debug)]
@@ -292,6 +299,7 @@ impl PluginStorage {
         Ok(Self {
             store,
             slug: slug.to_owned(),
+            known_leases: Arc::default(),
         })
     }
 
@@ -815,7 +823,9 @@ impl PluginStorage {
     /// Acquires the lock `name` (one key part: no `/`); `Ok(None)` if it is still held by someone
     /// else when `opts.timeout` has passed.
     ///
-    /// Creates the lease conditionally; takes over an expired or released lease only with a
+    /// Creates the lease conditionally (or, for a lock this storage has seen before, reads it
+    /// first: a released lease stays as a tombstone, so an uncontended acquisition is 1 GET + 1
+    /// PUT, and a release 1 PUT); takes over an expired or released lease only with a
     /// conditional update on its ETag; otherwise waits with jittered exponential backoff (up to
     /// `opts.max_backoff` between tries). Transient failures are retried (up to
     /// [`MAX_TRANSIENT_RETRIES`], even past the timeout, so a lease whose answer was lost is
@@ -831,10 +841,12 @@ impl PluginStorage {
         let first = Duration::from_millis(2).min(opts.max_backoff);
         let mut backoff = Backoff::new(first, opts.max_backoff);
         let mut transient = 0;
-        let mut try_create = true;
+        let mut try_create = !self.lease_known(&key);
         loop {
             let mut retry_now = false;
-            match self.try_acquire(&key, &token, &opts, &mut try_create).await {
+            let attempt = self.try_acquire(&key, &token, &opts, &mut try_create).await;
+            self.remember_lease(&key, !try_create);
+            match attempt {
                 Ok(Some((etag, lease))) => {
                     return Ok(Some(LockGuard {
                         storage: self.clone(),
@@ -866,6 +878,29 @@ impl PluginStorage {
         }
     }
 
+    fn lease_known(&self, key: &Key) -> bool {
+        self.known_leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(key)
+    }
+
+    /// Records whether the lease object at `key` is known to exist.
+    fn remember_lease(&self, key: &Key, exists: bool) {
+        let mut known = self
+            .known_leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !exists {
+            known.remove(key);
+        } else if !known.contains(key) {
+            if known.len() >= KNOWN_LEASES {
+                known.clear();
+            }
+            known.insert(key.clone());
+        }
+    }
+
     /// One try: `Some` with the lease now ours, `None` if someone else holds it.
     async fn try_acquire(
         &self,
@@ -880,28 +915,41 @@ impl PluginStorage {
             expires_at: expiry_after(now, opts.ttl),
             released: false,
         };
-        if *try_create {
-            let mine = lease(now_ms());
-            match self.write_lease(key, &mine, None).await {
-                Ok(etag) => return Ok(Some((etag, mine))),
-                Err(Error::AlreadyExists { .. }) => *try_create = false,
-                Err(e) => return Err(e),
+        let mut created = false;
+        let read = loop {
+            if *try_create {
+                created = true;
+                let mine = lease(now_ms());
+                match self.write_lease(key, &mine, None).await {
+                    Ok(etag) => {
+                        *try_create = false;
+                        return Ok(Some((etag, mine)));
+                    }
+                    Err(Error::AlreadyExists { .. }) => *try_create = false,
+                    Err(e) => return Err(e),
+                }
             }
-        }
+            match self.read_lease(key).await? {
+                // No lease where one was expected: create it now, once per try (when the create
+                // itself just failed, it was deleted in between: next time).
+                None => {
+                    *try_create = true;
+                    if created {
+                        return Ok(None);
+                    }
+                }
+                Some(found) => break found,
+            }
+        };
         let now = now_ms();
-        match self.read_lease(key).await? {
-            // Deleted in between (delete_all): create it next time.
-            None => {
-                *try_create = true;
-                Ok(None)
-            }
+        match read {
             // Our own earlier write, whose answer was lost.
-            Some((etag, current))
+            (etag, current)
                 if current.token == token && !current.released && current.expires_at > now =>
             {
                 Ok(Some((etag, current)))
             }
-            Some((etag, current)) if current.released || current.expires_at <= now => {
+            (etag, current) if current.released || current.expires_at <= now => {
                 let mine = lease(now_ms());
                 match self.write_lease(key, &mine, Some(&etag)).await {
                     Ok(etag) => Ok(Some((etag, mine))),
@@ -910,7 +958,7 @@ impl PluginStorage {
                     Err(e) => Err(e),
                 }
             }
-            Some(_) => Ok(None),
+            _ => Ok(None),
         }
     }
 
