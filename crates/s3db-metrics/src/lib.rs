@@ -40,8 +40,8 @@ use crate::flush::FlushCursor;
 use crate::prometheus::Names;
 use crate::stats::{ERROR, FacadeKeys, OK, OpStats, ResourceStats, STATUS, SlowLog};
 
-/// The facade metadata of the operation metrics.
-static FACADE_METADATA: metrics::Metadata<'static> =
+/// The metadata handed to the facade's recorder with every metric of the plugin.
+pub(crate) static FACADE_METADATA: metrics::Metadata<'static> =
     metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 /// The plugin's name (and storage slug).

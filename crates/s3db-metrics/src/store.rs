@@ -7,8 +7,8 @@ use s3db_core::RequestKind;
 use s3db_core::store::{RequestEvent, RequestObserver};
 use serde::{Deserialize, Serialize};
 
-use crate::Shared;
 use crate::stats::{Agg, LatencySummary};
+use crate::{FACADE_METADATA, Shared};
 
 /// Who a store request was for, from its key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -228,10 +228,6 @@ impl RequestObserver for Observer {
         }
     }
 }
-
-/// The facade metadata of the store metrics.
-static FACADE_METADATA: metrics::Metadata<'static> =
-    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 fn emit_store_facade(keys: &StoreKeys, event: &RequestEvent<'_>) {
     metrics::with_recorder(|recorder| {
