@@ -30,14 +30,7 @@ impl Key {
     /// # Errors
     /// [`Error::BadKey`] naming the offending part.
     pub fn parse(key: &str) -> Result<Self> {
-        if key.is_empty() {
-            return Err(bad(key, KeyProblem::Empty));
-        }
-        for part in key.split('/') {
-            check_part(part)?;
-        }
-        check_len(key.len(), key)?;
-        Ok(Self(key.to_owned()))
+        Self::from_string(key.to_owned())
     }
 
     /// Builds a key from parts, each of which is checked (a part may not contain `/`).
