@@ -141,6 +141,12 @@ impl Target {
         Ok(Path::parse(join(&join(self.base.prefix(), "raw"), name))?)
     }
 
+    /// The raw `object_store` path of `key` below the run's prefix (where a database connected
+    /// at the run's connection string keeps its object `key`).
+    pub fn path(&self, key: &str) -> Result<Path, BoxError> {
+        Ok(Path::parse(join(self.base.prefix(), key))?)
+    }
+
     /// The raw `object_store` prefix every raw object lives below.
     pub fn raw_root(&self) -> Result<Path, BoxError> {
         Ok(Path::parse(join(self.base.prefix(), "raw"))?)

@@ -137,9 +137,11 @@ pub fn resources_markdown(header: &Header, result: &ResourcesResult) -> String {
             ""
         }
     );
-    if let (Some(ratio), Some(per_put)) =
-        (result.insert_vs_raw_put(), result.insert_put_vs_raw_put())
-    {
+    if let (Some(ratio), Some(per_put), Some(same)) = (
+        result.insert_vs_raw_put(),
+        result.insert_put_vs_raw_put(),
+        result.insert_vs_raw_same_objects(),
+    ) {
         let rounds: Vec<String> = result
             .insert_rounds
             .iter()
@@ -158,7 +160,8 @@ pub fn resources_markdown(header: &Header, result: &ResourcesResult) -> String {
              200-byte body with 3 metadata entries (inserts/s / raw puts/s: {}). Median ratio \
              per insert = **{ratio:.2}** (target ≥ {INSERT_VS_RAW_PUT_TARGET}); per object \
              written (an insert here is 2 PUTs: the record and its partition reference) = \
-             **{per_put:.2}**.",
+             **{per_put:.2}**; against raw puts of the very objects the inserts wrote (same \
+             paths, metadata and bodies) = **{same:.2}**.",
             result.n,
             result.n,
             rounds.join(", "),
@@ -214,9 +217,12 @@ pub fn resources_json(header: &Header, result: &ResourcesResult) -> Value {
             "raw_put": side(&r.raw_put),
             "per_insert": r.per_insert(),
             "per_put": r.per_put(),
+            "raw_same_objects": side(&r.raw_same_objects),
+            "per_same_objects": r.per_same_objects(),
         })).collect::<Vec<_>>(),
         "insert_vs_raw_put": result.insert_vs_raw_put(),
         "insert_put_vs_raw_put": result.insert_put_vs_raw_put(),
+        "insert_vs_raw_same_objects": result.insert_vs_raw_same_objects(),
         "date": header.date,
         "cores": header.cores,
         "command": header.command,

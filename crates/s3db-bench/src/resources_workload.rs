@@ -19,12 +19,17 @@
 //!
 //! Requests are those the database's store counted during the phase. On memory, the raw
 //! `object_store` put rate is measured too, as the `store` workload's raw `put` phase does, to put
-//! `insert_seq` in proportion.
+//! `insert_seq` in proportion; and the raw puts of exactly the objects the inserts wrote (same
+//! paths, metadata and bodies), the floor of any layer that stores these records.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use s3db_core::store::open_object_store;
 use s3db_core::{Behavior, Database, RequestStats, Resource, ResourceConfig};
 use serde_json::{Value, json};
@@ -97,6 +102,9 @@ pub struct InsertRound {
     pub insert: Measurement,
     /// N sequential raw `object_store` puts.
     pub raw_put: Measurement,
+    /// Sequential raw `object_store` puts of the objects the N inserts wrote (records and
+    /// partition references: same relative paths, metadata and bodies), on new paths.
+    pub raw_same_objects: Measurement,
 }
 
 impl InsertRound {
@@ -108,6 +116,12 @@ impl InsertRound {
     /// The same per object written: PUTs/s of the inserts ÷ raw put ops/s.
     pub fn per_put(&self) -> f64 {
         self.per_insert() * self.insert.requests as f64 / self.insert.ops.max(1) as f64
+    }
+
+    /// Insert ops/s ÷ the rate at which raw puts write what one insert writes: the time the raw
+    /// puts of the same objects took ÷ the time the inserts took.
+    pub fn per_same_objects(&self) -> f64 {
+        self.raw_same_objects.elapsed.as_secs_f64() / self.insert.elapsed.as_secs_f64()
     }
 }
 
@@ -133,6 +147,11 @@ impl ResourcesResult {
     /// Median of the rounds' PUTs/s of inserts ÷ raw put ops/s (memory only).
     pub fn insert_put_vs_raw_put(&self) -> Option<f64> {
         self.median_round(InsertRound::per_put)
+    }
+
+    /// Median of the rounds' [`InsertRound::per_same_objects`] (memory only).
+    pub fn insert_vs_raw_same_objects(&self) -> Option<f64> {
+        self.median_round(InsertRound::per_same_objects)
     }
 }
 
@@ -352,7 +371,8 @@ pub async fn run(target: &Target, n: usize) -> Result<ResourcesResult, BoxError>
 /// [`RAW_PUT_ROUNDS`] rounds of: `n` sequential inserts of the workload's documents into a new
 /// resource of the workload's definition, then `n` raw `object_store` puts measured as the
 /// `store` workload's raw `put` phase (200-byte body, 3 metadata entries as attributes) on new
-/// keys of the same memory bucket.
+/// keys of the same memory bucket, then raw puts of the very objects the inserts wrote (read
+/// back beforehand, untimed) on new keys.
 async fn measure_insert_vs_raw(
     db: &Database,
     target: &Target,
@@ -378,9 +398,71 @@ async fn measure_insert_vs_raw(
             .map(|name| target.raw_path(&name))
             .collect::<Result<Vec<_>, _>>()?;
         let raw_put = raw_put(&raw, &paths, &payload).await?;
-        rounds.push(InsertRound { insert, raw_put });
+        let written = written_objects(&raw, target, &format!("{RESOURCE}{round}"), round).await?;
+        let raw_same_objects = raw_put_objects(&raw, &written).await?;
+        rounds.push(InsertRound {
+            insert,
+            raw_put,
+            raw_same_objects,
+        });
     }
     Ok(rounds)
+}
+
+/// An object to put raw: path, body and options (metadata as attributes).
+type RawObject = (Path, Bytes, PutOptions);
+
+/// Every object of `resource` (records and partition references), read with raw `object_store`,
+/// with the path each gets below `raw/same<round>/`.
+async fn written_objects(
+    raw: &Arc<dyn ObjectStore>,
+    target: &Target,
+    resource: &str,
+    round: usize,
+) -> Result<Vec<RawObject>, BoxError> {
+    let root = target.path("")?;
+    let prefix = target.path(&format!("resource={resource}"))?;
+    let listed: Vec<_> = raw.list(Some(&prefix)).try_collect().await?;
+    let mut objects = Vec::with_capacity(listed.len());
+    for meta in listed {
+        let got = raw.get(&meta.location).await?;
+        let attributes = got.attributes.clone();
+        let body = got.bytes().await?;
+        let relative = meta
+            .location
+            .prefix_match(&root)
+            .ok_or("a listed object outside the run's prefix")?
+            .map(|part| part.as_ref().to_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        let path = target.raw_path(&format!("same{round}/{relative}"))?;
+        objects.push((
+            path,
+            body,
+            PutOptions {
+                attributes,
+                ..PutOptions::default()
+            },
+        ));
+    }
+    Ok(objects)
+}
+
+/// Sequential raw puts of `objects`, each with a copy of its options (as [`raw_put`] does).
+async fn raw_put_objects(
+    raw: &Arc<dyn ObjectStore>,
+    objects: &[RawObject],
+) -> Result<Measurement, BoxError> {
+    let started = Instant::now();
+    for (path, body, options) in objects {
+        raw.put_opts(path, PutPayload::from_bytes(body.clone()), options.clone())
+            .await?;
+    }
+    Ok(Measurement::new(
+        objects.len(),
+        started.elapsed(),
+        objects.len() as u64,
+    ))
 }
 
 #[cfg(test)]
@@ -419,6 +501,8 @@ mod tests {
                 assert_eq!(round.insert.ops, N);
                 assert_eq!(round.insert.requests, 2 * N);
                 assert!((round.per_put() - 2.0 * round.per_insert()).abs() < 1e-9);
+                // The raw copy wrote exactly what the inserts wrote.
+                assert_eq!(round.raw_same_objects.ops, 2 * N);
             }
             // (phase, operations, [(kind, requests)]): every other kind must be zero.
             let expected = [

@@ -12,9 +12,9 @@
 //! * **Body**: a compact JSON object (UTF-8, keys sorted at every level, so the same document
 //!   always gives the same bytes) mapping metadata names to the plain JSON values of the fields
 //!   that are not in metadata. Whenever the metadata is not empty, the body also carries
-//!   `"_h": "<16 hex digits>"`, the start of a SHA-256 over every metadata entry: S3's ETag is the
-//!   MD5 of the body alone, and this makes the body (so the ETag) change whenever the metadata
-//!   does. Decoding ignores `_h`.
+//!   `"_h": "<16 hex digits>"`, a 64-bit hash of every metadata entry: S3's ETag is the MD5 of the
+//!   body alone, and this makes the body (so the ETag) change whenever the metadata does. Nothing
+//!   reads `_h` back (decoding ignores it), so only that property matters, not the hash function.
 
 mod behavior;
 mod canonical;
@@ -26,10 +26,10 @@ mod tests;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::hash::Hasher as _;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 pub use behavior::{Behavior, ParseBehaviorError};
 pub use fields::{ESCAPED_PREFIX, FieldMap, escape_name, unescape_name};
@@ -103,20 +103,21 @@ pub fn encode(
     behavior: Behavior,
     system: &[(&'static str, String)],
 ) -> Result<Encoded> {
-    let mut metadata = Metadata::with_capacity(system.len() + doc.len() + 1);
+    // Entries are collected in any order and sorted by name once, at the end.
+    let mut entries: Vec<(Cow<'static, str>, String)> =
+        Vec::with_capacity(system.len() + doc.len() + 1);
+    let mut system_size = 0;
     for (name, value) in system {
         check_system_entry(name, value)?;
-        if metadata
-            .insert_name(Cow::Borrowed(name), value.clone())
-            .is_some()
-        {
+        if entries.iter().any(|(given, _)| given == name) {
             return Err(Error::BadMetadata {
                 name: (*name).to_owned(),
                 reason: "system entry given twice".to_owned(),
             });
         }
+        system_size += name.len() + value.len();
+        entries.push((Cow::Borrowed(name), value.clone()));
     }
-    let system_size = metadata.size();
     if system_size > METADATA_LIMIT {
         return Err(Error::MetadataLimit {
             size: system_size,
@@ -141,23 +142,28 @@ pub fn encode(
     let mut in_body: Vec<Field<'_>> = Vec::new();
     let mut overflowed = false;
     let mut truncated = Vec::new();
+    let fits = || system_size + all.iter().map(Field::size).sum::<usize>() <= METADATA_LIMIT;
     match behavior {
         Behavior::BodyOnly => in_body = all,
-        Behavior::EnforceLimits | Behavior::UserManaged => {
-            let total = system_size + all.iter().map(Field::size).sum::<usize>();
-            if total <= METADATA_LIMIT {
-                for field in all {
-                    metadata.insert_name(field.meta, field.encoded);
-                }
-            } else if behavior == Behavior::EnforceLimits {
-                return Err(Error::MetadataLimit {
-                    size: total,
-                    limit: METADATA_LIMIT,
-                });
-            } else {
-                in_body = all;
-                overflowed = true;
-            }
+        // Everything fits (the usual case): every behavior but body-only writes it all to the
+        // metadata, in no particular order.
+        Behavior::EnforceLimits
+        | Behavior::UserManaged
+        | Behavior::BodyOverflow
+        | Behavior::TruncateData
+            if fits() =>
+        {
+            entries.extend(all.into_iter().map(|field| (field.meta, field.encoded)));
+        }
+        Behavior::EnforceLimits => {
+            return Err(Error::MetadataLimit {
+                size: system_size + all.iter().map(Field::size).sum::<usize>(),
+                limit: METADATA_LIMIT,
+            });
+        }
+        Behavior::UserManaged => {
+            in_body = all;
+            overflowed = true;
         }
         Behavior::BodyOverflow => {
             sort_by_size(&mut all);
@@ -165,7 +171,7 @@ pub fn encode(
             for field in all {
                 if used + field.size() <= METADATA_LIMIT {
                     used += field.size();
-                    metadata.insert_name(field.meta, field.encoded);
+                    entries.push((field.meta, field.encoded));
                 } else {
                     in_body.push(field);
                 }
@@ -173,9 +179,15 @@ pub fn encode(
         }
         Behavior::TruncateData => {
             sort_by_size(&mut all);
-            truncated = truncate(all, &mut metadata, system_size)?;
+            truncated = truncate(all, &mut entries, system_size)?;
         }
     }
+    // Attribute names map to distinct metadata names that never start with `_`, and system names
+    // were checked above: a name given twice would be a bug of this module.
+    let metadata = Metadata::from_entries(entries).map_err(|name| Error::BadMetadata {
+        name: name.into_owned(),
+        reason: "metadata name given twice".to_owned(),
+    })?;
 
     let hash = (!metadata.is_empty()).then(|| metadata_hash(&metadata));
     let body = if in_body.is_empty() {
@@ -254,7 +266,7 @@ fn sort_by_size(fields: &mut [Field<'_>]) {
 /// a string. Returns the attributes listed in `_t`.
 fn truncate(
     fields: Vec<Field<'_>>,
-    metadata: &mut Metadata,
+    metadata: &mut Vec<(Cow<'static, str>, String)>,
     system_size: usize,
 ) -> Result<Vec<String>> {
     let mut kept = 0;
@@ -267,9 +279,7 @@ fn truncate(
         kept += 1;
     }
     if kept == fields.len() {
-        for field in fields {
-            metadata.insert_name(field.meta, field.encoded);
-        }
+        metadata.extend(fields.into_iter().map(|field| (field.meta, field.encoded)));
         return Ok(Vec::new());
     }
     // Size of the `_t` entry listing fields[kept..]; give back kept fields until it fits.
@@ -291,23 +301,26 @@ fn truncate(
     }
 
     let mut fields = fields.into_iter();
-    for field in fields.by_ref().take(kept) {
-        metadata.insert_name(field.meta, field.encoded);
-    }
+    metadata.extend(
+        fields
+            .by_ref()
+            .take(kept)
+            .map(|field| (field.meta, field.encoded)),
+    );
     let dropped: Vec<Field<'_>> = fields.collect();
     let list = dropped
         .iter()
         .map(|f| f.meta.as_ref())
         .collect::<Vec<_>>()
         .join(",");
-    metadata.insert_name(Cow::Borrowed(TRUNCATED_ENTRY), list);
+    metadata.push((Cow::Borrowed(TRUNCATED_ENTRY), list));
     if let Some(first) = dropped.first()
         && let Value::String(s) = first.value
     {
         let room = METADATA_LIMIT.saturating_sub(used + t_size + first.meta.len());
         let prefix = longest_prefix(s, room);
         if !prefix.is_empty() {
-            metadata.insert_name(first.meta.clone(), value::encode_string(prefix));
+            metadata.push((first.meta.clone(), value::encode_string(prefix)));
         }
     }
     Ok(dropped.iter().map(|f| f.name.to_owned()).collect())
@@ -339,20 +352,24 @@ fn longest_prefix(s: &str, room: usize) -> &str {
     }
 }
 
-/// First 16 hex digits of the SHA-256 of the metadata's `name=value` lines, in name order.
+/// 16 hex digits of a 64-bit hash of the metadata's `name=value` lines, in name order.
+///
+/// It only has to change whenever the metadata changes (so that the body, hence S3's ETag, does);
+/// nothing compares it with another writer's, so `std`'s SipHash serves (its algorithm may change
+/// between Rust releases without harm) at half the cost of SHA-256.
 fn metadata_hash(metadata: &Metadata) -> String {
-    let mut hasher = Sha256::new();
+    let mut hasher = std::hash::DefaultHasher::new();
     for (name, value) in metadata.iter() {
-        hasher.update(name.as_bytes());
-        hasher.update(b"=");
-        hasher.update(value.as_bytes());
-        hasher.update(b"\n");
+        hasher.write(name.as_bytes());
+        hasher.write_u8(b'=');
+        hasher.write(value.as_bytes());
+        hasher.write_u8(b'\n');
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hash = hasher.finish();
     let mut out = String::with_capacity(16);
-    for b in hasher.finalize().iter().take(8) {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 15)]));
+    for nibble in (0..16).rev() {
+        out.push(char::from(HEX[((hash >> (nibble * 4)) & 15) as usize]));
     }
     out
 }

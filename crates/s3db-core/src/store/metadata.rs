@@ -46,9 +46,22 @@ impl Metadata {
         }
     }
 
-    /// Empty metadata with room for `n` entries.
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        Self(Vec::with_capacity(n))
+    /// Metadata of entries given in any order (one sort instead of an ordered insertion each).
+    ///
+    /// # Errors
+    /// The first name given twice, if any.
+    pub(crate) fn from_entries(
+        mut entries: Vec<(Cow<'static, str>, String)>,
+    ) -> std::result::Result<Self, Cow<'static, str>> {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let twice = entries.windows(2).find_map(|pair| match pair {
+            [a, b] if a.0 == b.0 => Some(a.0.clone()),
+            _ => None,
+        });
+        match twice {
+            Some(name) => Err(name),
+            None => Ok(Self(entries)),
+        }
     }
 
     /// Where the entry `name` is, or would be inserted.
@@ -178,6 +191,21 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_in_any_order_are_sorted_and_a_name_given_twice_is_refused()
+    -> std::result::Result<(), String> {
+        let entry = |n: &'static str, v: &str| (Cow::Borrowed(n), v.to_owned());
+        let metadata =
+            Metadata::from_entries(vec![entry("b", "2"), entry("_v", "1"), entry("a", "3")])
+                .map_err(Cow::into_owned)?;
+        let names: Vec<&str> = metadata.iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["_v", "a", "b"]);
+        assert_eq!(metadata.get("a"), Some("3"));
+        let twice = Metadata::from_entries(vec![entry("a", "1"), entry("b", "2"), entry("a", "3")]);
+        assert_eq!(twice.err().as_deref(), Some("a"));
+        Ok(())
+    }
 
     #[test]
     fn checks() {
