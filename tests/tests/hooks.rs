@@ -348,6 +348,52 @@ async fn database_hooks_see_resources_created() -> TestResult {
     Ok(())
 }
 
+/// Creates a `plg_shadow_<name>` resource for every other resource created, from the hook.
+struct Shadowing {
+    db: Arc<std::sync::OnceLock<Database>>,
+}
+
+#[async_trait]
+impl DatabaseHooks for Shadowing {
+    async fn after_create_resource(&self, resource: &Resource) -> s3db_core::Result<()> {
+        if resource.name().starts_with("plg_") {
+            return Ok(());
+        }
+        if let Some(db) = self.db.get() {
+            db.create_resource(ResourceConfig::new(format!("plg_shadow_{}", resource.name())))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_after_create_hook_may_create_a_resource() -> TestResult {
+    let t = TestStore::memory("db_hook_creates");
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let db = Database::builder()
+        .connection(t.conn.clone())
+        .hooks(Shadowing {
+            db: Arc::clone(&cell),
+        })
+        .connect()
+        .await?;
+    let _ = cell.set(db.clone());
+    // Before the fix the hook waited for the lock its own create_resource held: a deadlock.
+    let created = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        db.create_resource(ResourceConfig::new("orders").attribute("v", "number")),
+    )
+    .await;
+    assert!(created.is_ok(), "create_resource deadlocked in its hook");
+    created.map_err(|_| Error::Refused {
+        operation: "create_resource",
+        reason: "timed out".into(),
+    })??;
+    assert!(db.resource("plg_shadow_orders").is_some());
+    Ok(())
+}
+
 /// Counts what a delete_all goes through, and refuses it while `refuse` is set.
 struct Clearing {
     log: Arc<Mutex<Vec<String>>>,

@@ -435,7 +435,7 @@ impl Database {
                 reason: "secret attributes need a database passphrase: Database::builder().passphrase(..)".to_owned(),
             });
         }
-        let _guard = self.inner.create_lock.lock().await;
+        let guard = self.inner.create_lock.lock().await;
         let name = config.name().to_owned();
         let mut backoff = Duration::from_millis(2);
         for _ in 0..MAX_CAS_ATTEMPTS {
@@ -497,6 +497,9 @@ impl Database {
             }
             let definition = Definition::new(&config, version.clone(), fields)?;
             let resource = self.register(&name, definition)?;
+            // Hooks run without the lock: one may create a resource itself (a plugin's deferred
+            // setup creating its `plg_*` resource for the new one).
+            drop(guard);
             let _ = self.inner.shared.events.send(Event::ResourceCreated {
                 resource: name.clone(),
                 version,
