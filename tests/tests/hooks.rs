@@ -220,6 +220,13 @@ async fn middleware_wraps_and_can_answer_without_storage() -> TestResult {
     notes.update("n1", json!({"text": "yo"})).await?;
     let names = seen.lock().map(|s| s.clone()).unwrap_or_default();
     assert_eq!(names, ["insert", "get", "get", "count", "update"]);
+    // A plugin reading the stored state goes past the middleware, to the store.
+    let before = db.store().requests();
+    let stored = notes.get_from_store("n1").await?;
+    assert_eq!(stored.get("text"), Some(&json!("yo")));
+    assert_eq!(db.store().requests().since(&before).total(), 1);
+    let names = seen.lock().map(|s| s.len()).unwrap_or_default();
+    assert_eq!(names, 5, "the middleware did not see get_from_store");
     assert!(notes.remove_middleware(id));
     let before = db.store().requests();
     assert_eq!(notes.get("n1").await?.get("text"), Some(&json!("yo")));
@@ -360,8 +367,11 @@ impl DatabaseHooks for Shadowing {
             return Ok(());
         }
         if let Some(db) = self.db.get() {
-            db.create_resource(ResourceConfig::new(format!("plg_shadow_{}", resource.name())))
-                .await?;
+            db.create_resource(ResourceConfig::new(format!(
+                "plg_shadow_{}",
+                resource.name()
+            )))
+            .await?;
         }
         Ok(())
     }

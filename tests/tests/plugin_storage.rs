@@ -1058,3 +1058,17 @@ fn exclusive_log_checker() {
         assert!(check_exclusive_log(bad).is_err(), "{bad:?} passed");
     }
 }
+
+/// The batch futures are `Send` wherever they are awaited, a spawned task of a generic plugin
+/// included (a compile-time check: this function is never called).
+#[allow(dead_code)]
+fn batch_futures_are_send(
+    storage: PluginStorage,
+    keys: Vec<Key>,
+    items: Vec<(Key, Map<String, Value>)>,
+) {
+    drop(tokio::spawn(async move {
+        let _ = storage.batch_get(&keys).await;
+        let _ = storage.batch_set(items, SetOptions::new()).await;
+    }));
+}

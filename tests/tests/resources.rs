@@ -71,6 +71,7 @@ on_memory_and_file!(
     non_ascii_round_trip,
     schema_versions_and_reconnect,
     typed_view,
+    definition_view,
 );
 
 /// The smaller set on the S3 test server.
@@ -663,6 +664,50 @@ async fn schema_versions_and_reconnect(t: TestStore) -> TestResult {
     assert_eq!(items.version(), "v4");
     assert_eq!(items.count().await?, 2);
     assert_eq!(again.resources(), vec!["items".to_owned()]);
+    Ok(())
+}
+
+/// What plugins read of a resource: its definition, current version included.
+async fn definition_view(t: TestStore) -> TestResult {
+    let db = db_on(&t).await;
+    let users = db.create_resource(users()).await?;
+    let d = users.definition();
+    assert_eq!(d.version(), "v1");
+    assert_eq!(d.secret_paths(), ["api_key"]);
+    assert_eq!(d.behavior(), Behavior::BodyOverflow);
+    assert!(d.timestamps() && d.paranoid() && !d.versioning());
+    let partitions: Vec<(&str, &[String])> = d
+        .partitions()
+        .iter()
+        .map(|p| (p.name(), p.fields()))
+        .collect();
+    assert_eq!(partitions, [("byRegion", &["region".to_owned()][..])]);
+    let names: Vec<&str> = d
+        .schema()
+        .attributes()
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert!(names.contains(&"api_key") && names.contains(&"email"));
+
+    // A new version of the definition is what the same handle shows next.
+    db.create_resource(
+        ResourceConfig::new("users")
+            .attribute("name", "string")
+            .versioning(true)
+            .paranoid(false),
+    )
+    .await?;
+    let d2 = users.definition();
+    assert_eq!(d2.version(), "v2");
+    assert!(d2.secret_paths().is_empty() && d2.partitions().is_empty());
+    assert!(d2.versioning() && !d2.paranoid() && !d2.timestamps());
+    assert_eq!(
+        d.version(),
+        "v1",
+        "a definition read before stays as it was"
+    );
     Ok(())
 }
 

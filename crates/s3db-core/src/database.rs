@@ -405,7 +405,7 @@ impl Database {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(existing) = resources.get(name) {
-            if existing.definition().version != definition.version {
+            if existing.current().version != definition.version {
                 existing.set_definition(definition);
             }
             return Ok(existing.clone());

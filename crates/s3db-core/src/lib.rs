@@ -19,7 +19,8 @@ pub use database::{Database, DatabaseBuilder};
 pub use error::{Error, ErrorKind, FieldError, Result};
 pub use key::Key;
 pub use resource::{
-    Document, Filter, Page, PageResult, Record, Resource, ResourceConfig, TypedResource,
+    Document, Filter, Page, PageResult, Record, Resource, ResourceConfig, ResourceDefinition,
+    TypedResource,
 };
 pub use store::{
     ETag, ListEntry, ListPage, Metadata, Object, ObjectHead, RequestKind, RequestStats, Store,

@@ -34,7 +34,7 @@ pub use crate::resource::hooks::{
     DatabaseHooks, Event, HookId, InsertOp, Middleware, Next, Operation, Outcome, PluginEvent,
     ResourceHooks, UpdateKind, UpdateOp,
 };
-pub use crate::resource::{Document, Filter, Record, Resource, ResourceConfig};
+pub use crate::resource::{Document, Filter, Record, Resource, ResourceConfig, ResourceDefinition};
 
 /// Prefix of the names of plugins' internal resources; other plugins' hooks skip them.
 pub const INTERNAL_RESOURCE_PREFIX: &str = "plg_";

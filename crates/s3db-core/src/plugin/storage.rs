@@ -672,8 +672,13 @@ impl PluginStorage {
         items: Vec<(Key, Map<String, Value>)>,
         opts: SetOptions,
     ) -> Vec<Result<ETag>> {
-        futures::stream::iter(items)
+        // The futures are made before the stream (not by a closure of it), so that the batch's
+        // future stays `Send` for any caller, a spawned task of a generic plugin included.
+        let sets: Vec<_> = items
+            .into_iter()
             .map(|(key, data)| async move { self.set(&key, &data, opts).await })
+            .collect();
+        futures::stream::iter(sets)
             .buffered(BATCH_CONCURRENCY)
             .collect()
             .await
@@ -682,8 +687,8 @@ impl PluginStorage {
     /// Reads every key, [`BATCH_CONCURRENCY`] at a time; one result per key, in order (`Ok(None)`
     /// for a missing or expired one).
     pub async fn batch_get(&self, keys: &[Key]) -> Vec<Result<Option<Map<String, Value>>>> {
-        futures::stream::iter(keys)
-            .map(|key| self.get(key))
+        let gets: Vec<_> = keys.iter().map(|key| self.get(key)).collect();
+        futures::stream::iter(gets)
             .buffered(BATCH_CONCURRENCY)
             .collect()
             .await

@@ -88,6 +88,64 @@ impl Definition {
     }
 }
 
+/// One version of a resource's definition, read-only ([`Resource::definition`]).
+#[derive(Debug, Clone)]
+pub struct ResourceDefinition(Arc<Definition>);
+
+impl ResourceDefinition {
+    /// The schema version (`v1`, `v2`, …).
+    #[must_use]
+    pub fn version(&self) -> &str {
+        &self.0.version
+    }
+
+    /// The compiled attributes.
+    #[must_use]
+    pub fn schema(&self) -> &Schema {
+        &self.0.schema
+    }
+
+    /// Dotted paths of the `secret` attributes (nested ones included).
+    #[must_use]
+    pub fn secret_paths(&self) -> Vec<String> {
+        if self.0.has_secrets {
+            self.0.schema.secret_paths()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// How records are split between metadata and body.
+    #[must_use]
+    pub fn behavior(&self) -> Behavior {
+        self.0.behavior
+    }
+
+    /// The partitions, in name order.
+    #[must_use]
+    pub fn partitions(&self) -> &[Partition] {
+        &self.0.partitions
+    }
+
+    /// Whether records carry `created_at` / `updated_at`.
+    #[must_use]
+    pub fn timestamps(&self) -> bool {
+        self.0.timestamps
+    }
+
+    /// Whether `delete_all` is refused.
+    #[must_use]
+    pub fn paranoid(&self) -> bool {
+        self.0.paranoid
+    }
+
+    /// Whether updates and deletes keep the previous version.
+    #[must_use]
+    pub fn versioning(&self) -> bool {
+        self.0.versioning
+    }
+}
+
 /// A page request: size and the cursor of the previous page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -164,7 +222,7 @@ impl fmt::Debug for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resource")
             .field("name", &self.inner.name)
-            .field("version", &self.definition().version)
+            .field("version", &self.current().version)
             .finish_non_exhaustive()
     }
 }
@@ -195,7 +253,7 @@ impl Resource {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(definition);
     }
 
-    pub(crate) fn definition(&self) -> Arc<Definition> {
+    pub(crate) fn current(&self) -> Arc<Definition> {
         Arc::clone(
             &self
                 .inner
@@ -219,13 +277,21 @@ impl Resource {
     /// The current schema version (`v1`, `v2`, …).
     #[must_use]
     pub fn version(&self) -> String {
-        self.definition().version.clone()
+        self.current().version.clone()
+    }
+
+    /// Its current definition (schema version, attributes, partitions, options), read-only: what a
+    /// plugin needs to know about a resource (which attributes are secrets, which fields a
+    /// partition has, whether deletes keep versions, …).
+    #[must_use]
+    pub fn definition(&self) -> ResourceDefinition {
+        ResourceDefinition(self.current())
     }
 
     /// The names of its partitions.
     #[must_use]
     pub fn partitions(&self) -> Vec<String> {
-        self.definition()
+        self.current()
             .partitions
             .iter()
             .map(|p| p.name().to_owned())
@@ -389,6 +455,16 @@ impl Resource {
         expect_record(self.run(Operation::Get { id: id.to_owned() }).await?)
     }
 
+    /// Reads a record straight from the store, past every middleware (a cache cannot answer
+    /// it): for plugins that need the stored state of a record, such as an index or an audit
+    /// trail reading what a write changed.
+    ///
+    /// # Errors
+    /// As [`Resource::get`].
+    pub async fn get_from_store(&self, id: &str) -> Result<Record> {
+        self.do_get(id).await
+    }
+
     /// Whether a record exists (one HEAD).
     ///
     /// # Errors
@@ -522,7 +598,7 @@ impl Resource {
     }
 
     async fn do_delete_all(&self) -> Result<u64> {
-        if self.definition().paranoid {
+        if self.current().paranoid {
             return Err(Error::Refused {
                 operation: "delete_all",
                 reason: format!(
@@ -766,7 +842,7 @@ impl Resource {
     }
 
     async fn do_insert(&self, id: Option<String>, data: Document) -> Result<Record> {
-        let def = self.definition();
+        let def = self.current();
         let mut op = InsertOp { id, data };
         for (_, h) in self.inner.hooks.snapshot().iter() {
             h.before_insert(self.name(), &mut op).await?;
@@ -795,7 +871,7 @@ impl Resource {
     async fn read(&self, id: &str) -> Result<(Record, crate::Object)> {
         let key = self.record_key(id)?;
         let object = self.store().get(&key).await?;
-        let def = self.definition();
+        let def = self.current();
         let (data, version) = self.decode(&def, &key, &object.head.metadata, &object.body)?;
         Ok((
             Record {
@@ -831,7 +907,7 @@ impl Resource {
         let key = self.record_key(&id)?;
         let mut backoff = Duration::from_millis(1);
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let def = self.definition();
+            let def = self.current();
             let current = match self.read(&id).await {
                 Ok(found) => Some(found),
                 Err(Error::NotFound { .. }) if kind == UpdateKind::Upsert => None,
@@ -981,7 +1057,7 @@ impl Resource {
         for (_, h) in hooks.iter() {
             h.before_delete(self.name(), id).await?;
         }
-        let def = self.definition();
+        let def = self.current();
         let key = self.record_key(id)?;
         // The record is read only when something needs it: partition references to remove or a
         // version to keep.
@@ -1081,7 +1157,7 @@ impl Resource {
         let Some((name, values)) = partition else {
             return Ok(self.inner.data_prefix.clone());
         };
-        let def = self.definition();
+        let def = self.current();
         let Some(p) = def.partitions.iter().find(|p| p.name() == name) else {
             return Err(Error::BadSchema {
                 attribute: String::new(),
@@ -1129,7 +1205,7 @@ impl Resource {
         ids: &[String],
         partition: Option<&(String, BTreeMap<String, Value>)>,
     ) -> Result<Vec<Record>> {
-        let def = self.definition();
+        let def = self.current();
         let check = partition.and_then(|(name, values)| {
             def.partitions
                 .iter()
@@ -1203,7 +1279,7 @@ impl Resource {
     }
 
     async fn do_query(&self, filter: &Filter) -> Result<Vec<Record>> {
-        let def = self.definition();
+        let def = self.current();
         let exact = filter.exact_values();
         // The partition with the most fields that the filter fixes entirely.
         let partition = def
