@@ -1,8 +1,7 @@
 //! Typed events of the plugin, broadcast as `Event::Plugin { event: PluginEvent::Custom { .. } }`.
 
-use s3db_core::plugin::{Event, PluginEvent};
+use s3db_core::plugin::CustomEvent;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// Something the cache did. Broadcast through the database's events with the name
 /// [`CacheEvent::name`] and the JSON payload of this value; read back with
@@ -41,11 +40,10 @@ pub enum CacheEvent {
     },
 }
 
-impl CacheEvent {
+impl CustomEvent for CacheEvent {
     /// The event's name: `cache.tier_failed`, `cache.invalidated`, `cache.cleared`,
     /// `cache.warmed`.
-    #[must_use]
-    pub fn name(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             CacheEvent::TierFailed { .. } => "cache.tier_failed",
             CacheEvent::Invalidated { .. } => "cache.invalidated",
@@ -53,34 +51,12 @@ impl CacheEvent {
             CacheEvent::Warmed { .. } => "cache.warmed",
         }
     }
-
-    /// The payload broadcast with it.
-    #[must_use]
-    pub fn payload(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-
-    /// The cache event in a database event, with the name of the plugin that sent it.
-    #[must_use]
-    pub fn from_event(event: &Event) -> Option<(String, CacheEvent)> {
-        let Event::Plugin {
-            plugin,
-            event: PluginEvent::Custom { name, payload },
-        } = event
-        else {
-            return None;
-        };
-        if !name.starts_with("cache.") {
-            return None;
-        }
-        let parsed: CacheEvent = serde_json::from_value(payload.clone()).ok()?;
-        (parsed.name() == name).then(|| (plugin.clone(), parsed))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use s3db_core::plugin::{Event, PluginEvent};
 
     #[test]
     fn events_round_trip() {
@@ -95,7 +71,7 @@ mod tests {
                 payload: e.payload(),
             },
         };
-        assert_eq!(CacheEvent::from_event(&wrapped), Some(("cache".into(), e)));
+        assert_eq!(CacheEvent::from_plugin_event(&wrapped), Some(("cache", e)));
         assert_eq!(CacheEvent::from_event(&Event::Connected), None);
     }
 }

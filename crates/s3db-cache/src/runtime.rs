@@ -194,7 +194,7 @@ impl Runtime {
             operation: operation.to_owned(),
             error: e.to_string(),
         };
-        self.cx.emit(event.name(), event.payload());
+        self.cx.emit_event(&event);
     }
 
     /// Whether an entry of `state`'s resource may be served: loaded after every invalidation of
@@ -429,7 +429,7 @@ impl Runtime {
         let event = CacheEvent::Cleared {
             resource: resource.map(str::to_owned),
         };
-        self.cx.emit(event.name(), event.payload());
+        self.cx.emit_event(&event);
         first_error.map_or(Ok(()), Err)
     }
 
@@ -451,7 +451,7 @@ impl Runtime {
             resource: resource.to_owned(),
             id: id.map(str::to_owned),
         };
-        self.cx.emit(event.name(), event.payload());
+        self.cx.emit_event(&event);
         Ok(())
     }
 
@@ -483,7 +483,7 @@ impl Runtime {
             resource: resource.to_owned(),
             records: ids.len(),
         };
-        self.cx.emit(event.name(), event.payload());
+        self.cx.emit_event(&event);
         Ok(ids.len())
     }
 

@@ -9,6 +9,7 @@ use s3db_cache::{
     is_bypassed,
 };
 use s3db_core::ResourceConfig;
+use s3db_core::plugin::CustomEvent;
 use s3db_core::testing::TestStore;
 use serde_json::json;
 
@@ -166,7 +167,7 @@ async fn clear_invalidate_and_warm() -> TestResult {
 
     let mut seen = Vec::new();
     while let Ok(event) = events.try_recv() {
-        if let Some((plugin, event)) = CacheEvent::from_event(&event) {
+        if let Some((plugin, event)) = CacheEvent::from_plugin_event(&event) {
             assert_eq!(plugin, "cache");
             seen.push(event.name());
         }

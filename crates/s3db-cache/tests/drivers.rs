@@ -4,6 +4,7 @@
 
 mod common;
 
+use s3db_core::plugin::CustomEvent;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -537,7 +538,7 @@ async fn a_failing_tier_falls_through_and_is_counted() -> TestResult {
     let mut failures = 0;
     while let Ok(event) = events.try_recv() {
         if let Some((_, s3db_cache::CacheEvent::TierFailed { tier, .. })) =
-            s3db_cache::CacheEvent::from_event(&event)
+            s3db_cache::CacheEvent::from_plugin_event(&event)
         {
             assert_eq!(tier, "failing");
             failures += 1;

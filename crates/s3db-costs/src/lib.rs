@@ -5,13 +5,14 @@ mod prices;
 mod snapshot;
 mod usage;
 
+use s3db_core::plugin::CustomEvent;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use s3db_core::plugin::{Error, Event, Plugin, PluginContext, PluginEvent, Result, async_trait};
+use s3db_core::plugin::{Error, Plugin, PluginContext, Result, async_trait};
 use s3db_core::store::{ObserverId, RequestAccounting, RequestEvent, RequestObserver};
 use s3db_core::{RequestKind, Store};
 use serde::{Deserialize, Serialize};
@@ -126,27 +127,12 @@ pub enum CostsEvent {
     },
 }
 
-impl CostsEvent {
+impl CustomEvent for CostsEvent {
     /// The event's name: `costs.window-closed` or `costs.storage-measured`.
-    #[must_use]
-    pub fn name(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             CostsEvent::WindowClosed { .. } => "costs.window-closed",
             CostsEvent::StorageMeasured { .. } => "costs.storage-measured",
-        }
-    }
-
-    /// The costs event carried by a database event, if it is one.
-    #[must_use]
-    pub fn from_event(event: &Event) -> Option<CostsEvent> {
-        match event {
-            Event::Plugin {
-                plugin,
-                event: PluginEvent::Custom { name, payload },
-            } if plugin == NAME && name.starts_with("costs.") => {
-                serde_json::from_value(payload.clone()).ok()
-            }
-            _ => None,
         }
     }
 }
@@ -356,8 +342,8 @@ impl CostsPlugin {
 
     fn emit(&self, event: &CostsEvent) {
         let cx = lock(&self.attached).cx.clone();
-        if let (Some(cx), Ok(payload)) = (cx, serde_json::to_value(event)) {
-            cx.emit(event.name(), payload);
+        if let Some(cx) = cx {
+            cx.emit_event(event);
         }
     }
 

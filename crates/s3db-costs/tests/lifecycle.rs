@@ -1,6 +1,7 @@
 //! Conformance, counting only while installed and started, windows, storage, the monthly
 //! estimate of a live window, events, and the table and JSON forms.
 
+use s3db_core::plugin::CustomEvent;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,12 +1,12 @@
 //! The plugin's own events, broadcast as `Event::Plugin { plugin: "metrics", event:
 //! PluginEvent::Custom { name, payload } }` and read back typed with [`MetricsEvent::from_event`].
 
+use s3db_core::plugin::CustomEvent;
 use std::net::SocketAddr;
 
-use s3db_core::plugin::{Event, PluginEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::{PLUGIN_NAME, SlowOperation};
+use crate::SlowOperation;
 
 /// What the metrics plugin reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,10 +43,9 @@ pub enum MetricsEvent {
     },
 }
 
-impl MetricsEvent {
+impl CustomEvent for MetricsEvent {
     /// The custom event name (`metrics.slow_operation`, `metrics.flushed`, …).
-    #[must_use]
-    pub fn name(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             MetricsEvent::SlowOperation(_) => "metrics.slow_operation",
             MetricsEvent::Flushed { .. } => "metrics.flushed",
@@ -54,23 +53,5 @@ impl MetricsEvent {
             MetricsEvent::CleanedUp { .. } => "metrics.cleaned_up",
             MetricsEvent::Listening { .. } => "metrics.listening",
         }
-    }
-
-    /// The metrics event inside a database event, if it is one.
-    #[must_use]
-    pub fn from_event(event: &Event) -> Option<Self> {
-        match event {
-            Event::Plugin {
-                plugin,
-                event: PluginEvent::Custom { name, payload },
-            } if plugin == PLUGIN_NAME && name.starts_with("metrics.") => {
-                serde_json::from_value(payload.clone()).ok()
-            }
-            _ => None,
-        }
-    }
-
-    pub(crate) fn payload(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
     }
 }

@@ -266,7 +266,7 @@ impl Shared {
                 slow,
                 deleted,
             };
-            cx.emit(event.name(), event.payload());
+            cx.emit_event(&event);
         }
         tracing::debug!(records, slow, deleted, "metrics flushed");
         Ok(report)

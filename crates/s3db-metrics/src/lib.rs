@@ -255,7 +255,7 @@ impl MetricsPlugin {
         let deleted = self.shared.cleanup(&cx, older_than).await?;
         if deleted > 0 {
             let event = MetricsEvent::CleanedUp { deleted };
-            cx.emit(event.name(), event.payload());
+            cx.emit_event(&event);
         }
         Ok(deleted)
     }
@@ -680,7 +680,7 @@ impl Plugin for MetricsPlugin {
                 cx.shutdown_signal(),
             ));
             let event = MetricsEvent::Listening { addr: bound };
-            cx.emit(event.name(), event.payload());
+            cx.emit_event(&event);
             tracing::info!(%bound, "metrics endpoint listening on http://{bound}{METRICS_PATH}");
         }
 
@@ -707,7 +707,7 @@ impl Plugin for MetricsPlugin {
             let event = MetricsEvent::FlushFailed {
                 error: e.to_string(),
             };
-            cx.emit(event.name(), event.payload());
+            cx.emit_event(&event);
         }
         Ok(())
     }
@@ -762,7 +762,7 @@ async fn background(
             entry = slow.recv() => match entry {
                 Some(entry) => {
                     let event = MetricsEvent::SlowOperation(entry);
-                    cx.emit(event.name(), event.payload());
+                    cx.emit_event(&event);
                 }
                 None => break,
             },
@@ -770,7 +770,7 @@ async fn background(
                 if let Err(e) = shared.flush(&cx).await {
                     tracing::warn!(error = %e, "metrics flush failed; retrying next tick");
                     let event = MetricsEvent::FlushFailed { error: e.to_string() };
-                    cx.emit(event.name(), event.payload());
+                    cx.emit_event(&event);
                 }
             }
             _ = alive.tick() => {

@@ -2,6 +2,7 @@
 
 mod common;
 
+use s3db_core::plugin::CustomEvent;
 use std::time::{Duration, Instant};
 
 use common::{EXPECTED, connect, users, workload};

@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use super::INTERNAL_RESOURCE_PREFIX;
 use super::storage::PluginStorage;
+use super::{CustomEvent, INTERNAL_RESOURCE_PREFIX};
 use crate::database::{Database, WeakDatabase};
 use crate::error::{Error, Result};
 use crate::resource::hooks::{
@@ -250,6 +250,11 @@ impl PluginContext {
                 },
             });
         }
+    }
+
+    /// Broadcasts one of the plugin's own typed events (see [`CustomEvent`]).
+    pub fn emit_event<E: CustomEvent>(&self, event: &E) {
+        self.emit(event.name(), event.payload());
     }
 
     /// Events of the database (every resource and plugin).

@@ -19,6 +19,7 @@
 //! error is returned as [`crate::Error::Plugin`] carrying its name.
 
 mod context;
+mod custom_event;
 pub mod storage;
 
 use std::any::Any;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 pub use async_trait::async_trait;
 
 pub use self::context::PluginContext;
+pub use self::custom_event::CustomEvent;
 pub use self::storage::*;
 pub use crate::database::Database;
 pub use crate::error::{Error, ErrorKind, Result};
