@@ -560,6 +560,16 @@ impl Database {
             .find_map(|p| Arc::clone(&p.any).downcast::<P>().ok())
     }
 
+    /// An installed plugin of type `P` named `name`, for types installed more than once (one
+    /// queue per plugin, say): `db.plugin_named::<S3Queue>("s3-queue:emails")`.
+    #[must_use]
+    pub fn plugin_named<P: Plugin>(&self, name: &str) -> Option<Arc<P>> {
+        self.installed()
+            .iter()
+            .filter(|p| p.plugin.name() == name)
+            .find_map(|p| Arc::clone(&p.any).downcast::<P>().ok())
+    }
+
     /// The context of an installed plugin (its storage, registrations), by name.
     #[must_use]
     pub fn plugin_context(&self, name: &str) -> Option<PluginContext> {
