@@ -8,8 +8,8 @@ use std::time::Duration;
 use s3db_core::plugin::is_internal_resource;
 
 use crate::AuditPlugin;
-use crate::clock::{Clock, SystemClock};
 use crate::entry::AuditOperation;
+use s3db_core::plugin::{Clock, SystemClock};
 
 /// Default cap on the size of the before/after data of one entry, in bytes of JSON (as the
 /// original: 10 000).

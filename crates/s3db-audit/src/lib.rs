@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-mod clock;
 mod config;
 mod entry;
 mod events;
@@ -21,7 +20,6 @@ use s3db_core::plugin::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{AuditBuilder, ConfigError, DEFAULT_MAX_DATA_SIZE, DEFAULT_RETENTION};
 pub use crate::entry::{
     AUDITS_RESOURCE, AuditEntry, AuditOperation, BY_DATE, BY_RESOURCE, SECRET_MASK,
@@ -30,6 +28,7 @@ pub use crate::entry::{
 pub use crate::events::AuditEvent;
 pub use crate::query::{AuditQuery, AuditStats, DEFAULT_QUERY_LIMIT};
 pub use crate::user::{AuditUser, SYSTEM_USER};
+pub use s3db_core::plugin::{Clock, ManualClock, SystemClock};
 
 use crate::config::Config;
 use crate::recorder::{DeleteSnapshot, Recorder};

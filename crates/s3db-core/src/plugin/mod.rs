@@ -18,6 +18,7 @@
 //! A plugin that fails to install is rolled back (whatever it registered is removed) and its
 //! error is returned as [`crate::Error::Plugin`] carrying its name.
 
+mod clock;
 mod context;
 mod custom_event;
 pub mod storage;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 pub use async_trait::async_trait;
 
+pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::context::PluginContext;
 pub use self::custom_event::CustomEvent;
 pub use self::storage::*;

@@ -1,12 +1,12 @@
-//! Where the plugin's time comes from: the system clock, or a clock tests (and simulations) set.
+//! Where a plugin's time comes from: the system clock, or a clock tests (and simulations) set.
 
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 
-/// A source of the current time. Audit entries are stamped with it, and
-/// [`crate::AuditPlugin::cleanup`] measures ages against it.
+/// A source of the current time, for plugins whose behaviour depends on dates (retention,
+/// stamping, pruning): tests give them a [`ManualClock`] instead of waiting.
 pub trait Clock: Send + Sync + 'static {
     /// Now.
     fn now(&self) -> DateTime<Utc>;
@@ -22,11 +22,11 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that shows what it was set to, for tests: stamp entries "40 days ago" without waiting.
+/// A clock that shows what it was set to, for tests: "40 days ago" without waiting.
 ///
 /// ```
 /// use chrono::{TimeZone, Utc};
-/// use s3db_audit::{Clock, ManualClock};
+/// use s3db_core::plugin::{Clock, ManualClock};
 ///
 /// let clock = ManualClock::new(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap());
 /// clock.advance(chrono::Duration::days(2));
