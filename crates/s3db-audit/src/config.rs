@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3db_core::plugin::is_internal_resource;
+use s3db_core::plugin::{ResourceSelection, SelectionError};
 
 use crate::AuditPlugin;
 use crate::entry::AuditOperation;
@@ -26,20 +26,9 @@ pub enum ConfigError {
     #[error("max_data_size must be at least 1 byte; use .include_data(false) to record no data")]
     ZeroMaxDataSize,
     /// A resource name in `include`/`exclude` is empty or names an internal `plg_*` resource
-    /// (they are never audited).
-    #[error("bad resource name {name:?} in include/exclude: {reason}")]
-    BadResourceName {
-        /// The name.
-        name: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// A resource is both included and excluded.
-    #[error("resource {name:?} is both included and excluded")]
-    IncludedAndExcluded {
-        /// The name.
-        name: String,
-    },
+    /// (they are never audited), or a resource is both included and excluded.
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
     /// `operations` was given an empty set: nothing would be recorded.
     #[error("operations() needs at least one operation (uninstall the plugin to record nothing)")]
     NoOperations,
@@ -66,8 +55,8 @@ pub(crate) struct Config {
     pub(crate) include_data: bool,
     pub(crate) include_partitions: bool,
     pub(crate) max_data_size: usize,
-    pub(crate) include: BTreeSet<String>,
-    pub(crate) exclude: BTreeSet<String>,
+    /// The audited resources.
+    pub(crate) selection: ResourceSelection,
     pub(crate) operations: BTreeSet<AuditOperation>,
     pub(crate) default_user: Option<String>,
     pub(crate) user_resolver: Option<UserResolver>,
@@ -80,8 +69,7 @@ impl fmt::Debug for Config {
             .field("include_data", &self.include_data)
             .field("include_partitions", &self.include_partitions)
             .field("max_data_size", &self.max_data_size)
-            .field("include", &self.include)
-            .field("exclude", &self.exclude)
+            .field("selection", &self.selection)
             .field("operations", &self.operations)
             .field("default_user", &self.default_user)
             .field("user_resolver", &self.user_resolver.is_some())
@@ -95,8 +83,7 @@ impl Default for Config {
             include_data: true,
             include_partitions: true,
             max_data_size: DEFAULT_MAX_DATA_SIZE,
-            include: BTreeSet::new(),
-            exclude: BTreeSet::new(),
+            selection: ResourceSelection::new(),
             operations: AuditOperation::ALL.into_iter().collect(),
             default_user: None,
             user_resolver: None,
@@ -106,14 +93,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Whether a resource is audited: never `plg_*`, never excluded, and included when an include
-    /// list is given.
-    pub(crate) fn audits(&self, resource: &str) -> bool {
-        !is_internal_resource(resource)
-            && !self.exclude.contains(resource)
-            && (self.include.is_empty() || self.include.contains(resource))
-    }
-
     /// Whether an operation is recorded.
     pub(crate) fn records(&self, operation: AuditOperation) -> bool {
         self.operations.contains(&operation)
@@ -139,8 +118,7 @@ pub struct AuditBuilder {
     include_data: bool,
     include_partitions: bool,
     max_data_size: usize,
-    include: Vec<String>,
-    exclude: Vec<String>,
+    selection: ResourceSelection,
     operations: Option<Vec<AuditOperation>>,
     default_user: Option<String>,
     user_resolver: Option<UserResolver>,
@@ -153,8 +131,7 @@ impl fmt::Debug for AuditBuilder {
             .field("include_data", &self.include_data)
             .field("include_partitions", &self.include_partitions)
             .field("max_data_size", &self.max_data_size)
-            .field("include", &self.include)
-            .field("exclude", &self.exclude)
+            .field("selection", &self.selection)
             .field("operations", &self.operations)
             .field("default_user", &self.default_user)
             .finish_non_exhaustive()
@@ -167,8 +144,7 @@ impl Default for AuditBuilder {
             include_data: true,
             include_partitions: true,
             max_data_size: DEFAULT_MAX_DATA_SIZE,
-            include: Vec::new(),
-            exclude: Vec::new(),
+            selection: ResourceSelection::new(),
             operations: None,
             default_user: None,
             user_resolver: None,
@@ -204,7 +180,7 @@ impl AuditBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.include.extend(resources.into_iter().map(Into::into));
+        self.selection = self.selection.include(resources);
         self
     }
 
@@ -214,7 +190,7 @@ impl AuditBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.exclude.extend(resources.into_iter().map(Into::into));
+        self.selection = self.selection.exclude(resources);
         self
     }
 
@@ -257,26 +233,7 @@ impl AuditBuilder {
         if self.max_data_size == 0 {
             return Err(ConfigError::ZeroMaxDataSize);
         }
-        for name in self.include.iter().chain(&self.exclude) {
-            let reason = if name.is_empty() {
-                Some("it is empty")
-            } else if is_internal_resource(name) {
-                Some("internal plg_* resources are never audited")
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                return Err(ConfigError::BadResourceName {
-                    name: name.clone(),
-                    reason: reason.to_owned(),
-                });
-            }
-        }
-        let include: BTreeSet<String> = self.include.into_iter().collect();
-        let exclude: BTreeSet<String> = self.exclude.into_iter().collect();
-        if let Some(name) = include.intersection(&exclude).next() {
-            return Err(ConfigError::IncludedAndExcluded { name: name.clone() });
-        }
+        self.selection.check()?;
         let operations: BTreeSet<AuditOperation> = match self.operations {
             Some(ops) => ops.into_iter().collect(),
             None => AuditOperation::ALL.into_iter().collect(),
@@ -295,8 +252,7 @@ impl AuditBuilder {
             include_data: self.include_data,
             include_partitions: self.include_partitions,
             max_data_size: self.max_data_size,
-            include,
-            exclude,
+            selection: self.selection,
             operations,
             default_user: self.default_user,
             user_resolver: self.user_resolver,

@@ -28,7 +28,7 @@ pub use crate::entry::{
 pub use crate::events::AuditEvent;
 pub use crate::query::{AuditQuery, AuditStats, DEFAULT_QUERY_LIMIT};
 pub use crate::user::{AuditUser, SYSTEM_USER};
-pub use s3db_core::plugin::{Clock, ManualClock, SystemClock};
+pub use s3db_core::plugin::{BadNameReason, Clock, ManualClock, SelectionError, SystemClock};
 
 use crate::config::Config;
 use crate::recorder::{DeleteSnapshot, Recorder};
@@ -254,7 +254,7 @@ impl AuditPlugin {
     /// Whether the plugin audits a resource of this name.
     #[must_use]
     pub fn audits_resource(&self, name: &str) -> bool {
-        self.shared.config.audits(name)
+        self.shared.config.selection.selects(name)
     }
 }
 
@@ -275,7 +275,7 @@ struct Instrument {
 impl Instrument {
     async fn instrument(&self, resource: &Resource) {
         let name = resource.name();
-        if !self.shared.config.audits(name) {
+        if !self.shared.config.selection.selects(name) {
             return;
         }
         if !lock(&self.done).insert(name.to_owned()) {

@@ -52,7 +52,7 @@ fn resolve(
         return Ok(db
             .resources()
             .into_iter()
-            .filter(|n| shared.config.backs_up(n))
+            .filter(|n| shared.config.selection.selects(n))
             .collect());
     };
     let mut out = BTreeSet::new();

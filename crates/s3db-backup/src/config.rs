@@ -1,12 +1,11 @@
 //! The builder and its validation.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use s3db_core::connection::SecretString;
-use s3db_core::plugin::is_internal_resource;
+use s3db_core::plugin::{ResourceSelection, SelectionError};
 
 use crate::BackupPlugin;
 use crate::driver::Driver;
@@ -65,20 +64,10 @@ pub enum ConfigError {
     /// A concurrency of zero.
     #[error("concurrency must be at least 1")]
     ZeroConcurrency,
-    /// A resource name in `include`/`exclude` is empty or internal (`plg_*`, never backed up).
-    #[error("bad resource name {name:?} in include/exclude: {reason}")]
-    BadResourceName {
-        /// The name.
-        name: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// A resource is both included and excluded.
-    #[error("resource {name:?} is both included and excluded")]
-    IncludedAndExcluded {
-        /// The name.
-        name: String,
-    },
+    /// A resource name in `include`/`exclude` is empty or internal (`plg_*`, never backed up), or
+    /// a resource is both included and excluded.
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
     /// An empty secrets passphrase.
     #[error("the secrets passphrase is empty: give a real passphrase to secrets_passphrase(..)")]
     EmptySecretsPassphrase,
@@ -101,8 +90,8 @@ impl From<ConfigError> for s3db_core::Error {
 /// The validated configuration.
 pub(crate) struct Config {
     pub(crate) driver: Driver,
-    pub(crate) include: BTreeSet<String>,
-    pub(crate) exclude: BTreeSet<String>,
+    /// The resources backed up when a backup names none.
+    pub(crate) selection: ResourceSelection,
     pub(crate) retention: Retention,
     pub(crate) page_size: usize,
     pub(crate) concurrency: usize,
@@ -116,8 +105,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("driver", &self.driver)
-            .field("include", &self.include)
-            .field("exclude", &self.exclude)
+            .field("selection", &self.selection)
             .field("retention", &self.retention)
             .field("page_size", &self.page_size)
             .field("concurrency", &self.concurrency)
@@ -125,15 +113,6 @@ impl fmt::Debug for Config {
             .field("verify_uploads", &self.verify_uploads)
             .field("secrets", &self.secrets)
             .finish_non_exhaustive()
-    }
-}
-
-impl Config {
-    /// Whether `name` is backed up when no list of resources is given.
-    pub(crate) fn backs_up(&self, name: &str) -> bool {
-        !is_internal_resource(name)
-            && !self.exclude.contains(name)
-            && (self.include.is_empty() || self.include.contains(name))
     }
 }
 
@@ -159,8 +138,7 @@ impl Config {
 #[must_use]
 pub struct BackupBuilder {
     driver: Option<Result<Driver, ConfigError>>,
-    include: Vec<String>,
-    exclude: Vec<String>,
+    selection: ResourceSelection,
     retention: Retention,
     page_size: usize,
     concurrency: usize,
@@ -175,8 +153,7 @@ impl fmt::Debug for BackupBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackupBuilder")
             .field("driver", &self.driver)
-            .field("include", &self.include)
-            .field("exclude", &self.exclude)
+            .field("selection", &self.selection)
             .field("retention", &self.retention)
             .field("page_size", &self.page_size)
             .field(
@@ -192,8 +169,7 @@ impl Default for BackupBuilder {
     fn default() -> Self {
         Self {
             driver: None,
-            include: Vec::new(),
-            exclude: Vec::new(),
+            selection: ResourceSelection::new(),
             retention: Retention::default(),
             page_size: DEFAULT_PAGE_SIZE,
             concurrency: DEFAULT_CONCURRENCY,
@@ -231,7 +207,7 @@ impl BackupBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.include.extend(resources.into_iter().map(Into::into));
+        self.selection = self.selection.include(resources);
         self
     }
 
@@ -241,7 +217,7 @@ impl BackupBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.exclude.extend(resources.into_iter().map(Into::into));
+        self.selection = self.selection.exclude(resources);
         self
     }
 
@@ -328,26 +304,7 @@ impl BackupBuilder {
         if self.concurrency == 0 {
             return Err(ConfigError::ZeroConcurrency);
         }
-        for name in self.include.iter().chain(&self.exclude) {
-            let reason = if name.is_empty() {
-                Some("it is empty")
-            } else if is_internal_resource(name) {
-                Some("internal plg_* resources are never backed up")
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                return Err(ConfigError::BadResourceName {
-                    name: name.clone(),
-                    reason: reason.to_owned(),
-                });
-            }
-        }
-        let include: BTreeSet<String> = self.include.into_iter().collect();
-        let exclude: BTreeSet<String> = self.exclude.into_iter().collect();
-        if let Some(name) = include.intersection(&exclude).next() {
-            return Err(ConfigError::IncludedAndExcluded { name: name.clone() });
-        }
+        self.selection.check()?;
         let secrets = match (self.secrets_passphrase, self.plaintext_secrets) {
             (Some(_), true) => return Err(ConfigError::ConflictingSecretsOptions),
             (Some(p), false) if p.expose().is_empty() => {
@@ -359,8 +316,7 @@ impl BackupBuilder {
         };
         Ok(BackupPlugin::from_config(Config {
             driver,
-            include,
-            exclude,
+            selection: self.selection,
             retention: self.retention,
             page_size: self.page_size,
             concurrency: self.concurrency,

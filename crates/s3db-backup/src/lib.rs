@@ -35,7 +35,7 @@ pub use crate::restore::{
     MAX_REPORTED_ERRORS, ResourceRestore, RestoreMode, RestoreOptions, RestoreReport,
 };
 pub use crate::retention::Retention;
-pub use s3db_core::plugin::{Clock, ManualClock, SystemClock};
+pub use s3db_core::plugin::{BadNameReason, Clock, ManualClock, SelectionError, SystemClock};
 
 use crate::config::Config;
 

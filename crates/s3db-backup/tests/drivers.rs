@@ -11,7 +11,7 @@ use s3db_backup::{
     ArchiveTarget, BackupDriver, BackupError, BackupPlugin, BackupResult, BackupStatus,
     ConfigError, Driver, FilesystemDriver, MultiStrategy, RestoreMode, S3Driver,
 };
-use s3db_core::plugin::async_trait;
+use s3db_core::plugin::{SelectionError, async_trait};
 use s3db_core::testing::TestStore;
 use s3db_core::{Key, Store};
 use serde_json::json;
@@ -250,11 +250,15 @@ fn configuration_is_validated() {
     );
     assert!(matches!(
         ok().include(["plg_x"]).build().err(),
-        Some(ConfigError::BadResourceName { .. })
+        Some(ConfigError::Selection(
+            SelectionError::BadResourceName { .. }
+        ))
     ));
     assert!(matches!(
         ok().include(["a"]).exclude(["a"]).build().err(),
-        Some(ConfigError::IncludedAndExcluded { .. })
+        Some(ConfigError::Selection(
+            SelectionError::IncludedAndExcluded { .. }
+        ))
     ));
     assert_eq!(
         BackupPlugin::builder()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3db_core::plugin::{is_internal_resource, slugify};
+use s3db_core::plugin::{ResourceSelection, is_internal_resource, slugify};
 
 use crate::driver::CacheDriver;
 
@@ -399,39 +399,30 @@ fn check_ttl(driver: &'static str, ttl: Option<Duration>) -> Result<(), CacheCon
     Ok(())
 }
 
-/// Which resources are cached: all user resources by default, or only `include`d ones, never
-/// `exclude`d ones, never internal ones (`plg_…`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Selection {
-    pub(crate) include: BTreeSet<String>,
-    pub(crate) exclude: BTreeSet<String>,
-}
-
-impl Selection {
-    pub(crate) fn validate(&self) -> Result<(), CacheConfigError> {
-        for name in self.include.iter().chain(&self.exclude) {
-            if name.is_empty() {
-                return Err(CacheConfigError::EmptyResource);
-            }
-        }
-        if let Some(internal) = self.include.iter().find(|n| is_internal_resource(n)) {
-            return Err(CacheConfigError::InternalResource {
-                resource: internal.clone(),
-            });
-        }
-        if let Some(both) = self.include.intersection(&self.exclude).next() {
-            return Err(CacheConfigError::IncludedAndExcluded {
-                resource: both.clone(),
-            });
-        }
-        Ok(())
+/// Checks which resources are cached (`ResourceSelection::selects`: all user resources by
+/// default, or only `include`d ones, never `exclude`d ones, never internal ones). Unlike
+/// `ResourceSelection::check`, excluding an internal resource (`plg_…`) is accepted — it is never
+/// cached anyway — and only including one is refused.
+pub(crate) fn validate_selection(selection: &ResourceSelection) -> Result<(), CacheConfigError> {
+    if selection
+        .included()
+        .chain(selection.excluded())
+        .any(str::is_empty)
+    {
+        return Err(CacheConfigError::EmptyResource);
     }
-
-    pub(crate) fn caches(&self, resource: &str) -> bool {
-        !is_internal_resource(resource)
-            && (self.include.is_empty() || self.include.contains(resource))
-            && !self.exclude.contains(resource)
+    if let Some(internal) = selection.included().find(|n| is_internal_resource(n)) {
+        return Err(CacheConfigError::InternalResource {
+            resource: internal.to_owned(),
+        });
     }
+    let excluded: BTreeSet<&str> = selection.excluded().collect();
+    if let Some(both) = selection.included().find(|n| excluded.contains(n)) {
+        return Err(CacheConfigError::IncludedAndExcluded {
+            resource: both.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<(), CacheConfigError> {
@@ -492,22 +483,24 @@ mod tests {
 
     #[test]
     fn selection() {
-        let s = Selection {
-            include: ["users".to_owned()].into(),
-            exclude: BTreeSet::new(),
-        };
-        assert!(s.caches("users"));
-        assert!(!s.caches("orders"));
-        let s = Selection::default();
-        assert!(s.caches("orders"));
-        assert!(!s.caches("plg_audits"));
-        let both = Selection {
-            include: ["a".to_owned()].into(),
-            exclude: ["a".to_owned()].into(),
-        };
+        let s = ResourceSelection::new().include(["users"]);
+        assert!(s.selects("users"));
+        assert!(!s.selects("orders"));
+        let s = ResourceSelection::default();
+        assert!(s.selects("orders"));
+        assert!(!s.selects("plg_audits"));
+        let both = ResourceSelection::new().include(["a"]).exclude(["a"]);
         assert!(matches!(
-            both.validate(),
+            validate_selection(&both),
             Err(CacheConfigError::IncludedAndExcluded { .. })
         ));
+        assert_eq!(
+            validate_selection(&ResourceSelection::new().include(["plg_a"]).exclude([""])),
+            Err(CacheConfigError::EmptyResource)
+        );
+        // Excluding an internal resource is harmless: it is accepted.
+        let s = ResourceSelection::new().exclude(["plg_audits", "sessions"]);
+        assert_eq!(validate_selection(&s), Ok(()));
+        assert!(!s.selects("plg_audits") && !s.selects("sessions") && s.selects("users"));
     }
 }

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use s3db_core::plugin::{Error, Plugin, PluginContext, Resource, Result, async_trait};
+use s3db_core::plugin::{
+    Error, Plugin, PluginContext, Resource, ResourceSelection, Result, async_trait,
+};
 
 pub use crate::config::{
     CacheConfigError, DEFAULT_CLOCK_SKEW, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_NAME,
@@ -27,7 +29,6 @@ pub use crate::intercept::{ResourceCache, bypass, is_bypassed};
 pub use crate::key::{CacheKey, Family, Invalidation};
 pub use crate::stats::{CacheStats, TierStats};
 
-use crate::config::Selection;
 use crate::intercept::SetUpNew;
 use crate::runtime::Runtime;
 
@@ -39,7 +40,7 @@ pub struct CachePlugin {
     name: String,
     tiers: Vec<Arc<dyn CacheDriver>>,
     strategy: Strategy,
-    selection: Selection,
+    selection: ResourceSelection,
     skew: Duration,
     runtime: RwLock<Option<Arc<Runtime>>>,
 }
@@ -66,7 +67,7 @@ impl std::fmt::Debug for CachePlugin {
 pub struct CacheBuilder<D> {
     driver: D,
     name: String,
-    selection: Selection,
+    selection: ResourceSelection,
     skew: Duration,
 }
 
@@ -75,7 +76,7 @@ impl CachePlugin {
         CacheBuilder {
             driver,
             name: DEFAULT_NAME.to_owned(),
-            selection: Selection::default(),
+            selection: ResourceSelection::new(),
             skew: DEFAULT_CLOCK_SKEW,
         }
     }
@@ -202,17 +203,13 @@ where
 
     /// Caches only these resources (and never the excluded ones).
     pub fn include<S: Into<String>>(mut self, resources: impl IntoIterator<Item = S>) -> Self {
-        self.selection
-            .include
-            .extend(resources.into_iter().map(Into::into));
+        self.selection = self.selection.include(resources);
         self
     }
 
     /// Never caches these resources.
     pub fn exclude<S: Into<String>>(mut self, resources: impl IntoIterator<Item = S>) -> Self {
-        self.selection
-            .exclude
-            .extend(resources.into_iter().map(Into::into));
+        self.selection = self.selection.exclude(resources);
         self
     }
 
@@ -231,7 +228,7 @@ where
     pub fn build(self) -> std::result::Result<CachePlugin, CacheConfigError> {
         let driver: DriverConfig = self.driver.into();
         config::validate_name(&self.name)?;
-        self.selection.validate()?;
+        config::validate_selection(&self.selection)?;
         driver.validate()?;
         let (tiers, strategy) = match driver {
             DriverConfig::Multi(multi) => (

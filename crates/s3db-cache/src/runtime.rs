@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use s3db_core::plugin::{
-    Document, Error, Next, Operation, Outcome, PluginContext, Resource, Result,
+    Document, Error, Next, Operation, Outcome, PluginContext, Resource, ResourceSelection, Result,
 };
 
-use crate::config::{Selection, Strategy};
+use crate::config::Strategy;
 use crate::driver::CacheDriver;
 use crate::entry::{CacheEntry, CachedValue, ValueKind};
 use crate::events::CacheEvent;
@@ -103,7 +103,7 @@ pub(crate) struct Runtime {
     pub(crate) incarnation: String,
     pub(crate) tiers: Vec<Tier>,
     strategy: Strategy,
-    selection: Selection,
+    selection: ResourceSelection,
     skew_us: u64,
     /// How long invalidations must be remembered (see [`ResourceIndex`]).
     retention: Option<u64>,
@@ -125,7 +125,7 @@ impl Runtime {
         name: &str,
         tiers: Vec<Arc<dyn CacheDriver>>,
         strategy: Strategy,
-        selection: Selection,
+        selection: ResourceSelection,
         skew: std::time::Duration,
         cx: PluginContext,
     ) -> Self {
@@ -173,7 +173,7 @@ impl Runtime {
     }
 
     pub(crate) fn caches(&self, resource: &str) -> bool {
-        self.selection.caches(resource)
+        self.selection.selects(resource)
     }
 
     pub(crate) fn is_set_up(&self, resource: &str) -> bool {

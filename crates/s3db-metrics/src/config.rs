@@ -1,10 +1,9 @@
 //! The builder and its validation.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use s3db_core::plugin::is_internal_resource;
+use s3db_core::plugin::{ResourceSelection, SelectionError};
 
 use crate::MetricsPlugin;
 
@@ -52,20 +51,9 @@ pub enum ConfigError {
     #[error("retention must be above zero (Duration::MAX keeps every flushed record)")]
     ZeroRetention,
     /// A resource name in `include`/`exclude` is empty or names an internal `plg_*` resource (they
-    /// are never measured).
-    #[error("bad resource name {name:?} in include/exclude: {reason}")]
-    BadResourceName {
-        /// The name.
-        name: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// A resource is both included and excluded.
-    #[error("resource {name:?} is both included and excluded")]
-    IncludedAndExcluded {
-        /// The name.
-        name: String,
-    },
+    /// are never measured), or a resource is both included and excluded.
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
     /// The metric name prefix is not a valid Prometheus name (`[a-zA-Z_][a-zA-Z0-9_]*`).
     #[error("bad metric prefix {prefix:?}: use letters, digits and _ (not first a digit)")]
     BadPrefix {
@@ -88,24 +76,14 @@ impl From<ConfigError> for s3db_core::Error {
 pub(crate) struct Config {
     pub(crate) slow_threshold: Duration,
     pub(crate) slow_log_capacity: usize,
-    pub(crate) include: BTreeSet<String>,
-    pub(crate) exclude: BTreeSet<String>,
+    /// The measured resources.
+    pub(crate) selection: ResourceSelection,
     pub(crate) http: Option<SocketAddr>,
     pub(crate) flush_interval: Option<Duration>,
     pub(crate) retention: Duration,
     pub(crate) prefix: String,
     pub(crate) facade: bool,
     pub(crate) store_requests: bool,
-}
-
-impl Config {
-    /// Whether a resource is measured: never `plg_*`, never excluded, and included when an include
-    /// list is given.
-    pub(crate) fn measures(&self, resource: &str) -> bool {
-        !is_internal_resource(resource)
-            && !self.exclude.contains(resource)
-            && (self.include.is_empty() || self.include.contains(resource))
-    }
 }
 
 /// Builds a [`MetricsPlugin`]; [`MetricsBuilder::build`] validates everything.
@@ -129,8 +107,7 @@ impl Config {
 pub struct MetricsBuilder {
     slow_threshold: Duration,
     slow_log_capacity: usize,
-    include: Vec<String>,
-    exclude: Vec<String>,
+    selection: ResourceSelection,
     http: Option<String>,
     flush_interval: Option<Duration>,
     retention: Duration,
@@ -144,8 +121,7 @@ impl Default for MetricsBuilder {
         Self {
             slow_threshold: DEFAULT_SLOW_THRESHOLD,
             slow_log_capacity: DEFAULT_SLOW_LOG_CAPACITY,
-            include: Vec::new(),
-            exclude: Vec::new(),
+            selection: ResourceSelection::new(),
             http: None,
             flush_interval: None,
             retention: DEFAULT_RETENTION,
@@ -177,7 +153,7 @@ impl MetricsBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.include.extend(resources.into_iter().map(Into::into));
+        self.selection = self.selection.include(resources);
         self
     }
 
@@ -187,7 +163,7 @@ impl MetricsBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.exclude.extend(resources.into_iter().map(Into::into));
+        self.selection = self.selection.exclude(resources);
         self
     }
 
@@ -267,25 +243,7 @@ impl MetricsBuilder {
                 prefix: self.prefix,
             });
         }
-        for name in self.include.iter().chain(&self.exclude) {
-            if name.is_empty() {
-                return Err(ConfigError::BadResourceName {
-                    name: name.clone(),
-                    reason: "empty".to_owned(),
-                });
-            }
-            if is_internal_resource(name) {
-                return Err(ConfigError::BadResourceName {
-                    name: name.clone(),
-                    reason: "internal plg_* resources are never measured".to_owned(),
-                });
-            }
-        }
-        let include: BTreeSet<String> = self.include.into_iter().collect();
-        let exclude: BTreeSet<String> = self.exclude.into_iter().collect();
-        if let Some(name) = include.intersection(&exclude).next() {
-            return Err(ConfigError::IncludedAndExcluded { name: name.clone() });
-        }
+        self.selection.check()?;
         let http = match self.http {
             None => None,
             Some(addr) => {
@@ -301,8 +259,7 @@ impl MetricsBuilder {
         Ok(Config {
             slow_threshold: self.slow_threshold,
             slow_log_capacity: self.slow_log_capacity,
-            include,
-            exclude,
+            selection: self.selection,
             http,
             flush_interval: self.flush_interval,
             retention: self.retention,
@@ -331,7 +288,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.slow_threshold, DEFAULT_SLOW_THRESHOLD);
         assert!(c.http.is_none() && c.flush_interval.is_none());
-        assert!(c.measures("users") && !c.measures("plg_metrics"));
+        assert!(c.selection.selects("users") && !c.selection.selects("plg_metrics"));
         DEFAULT_HTTP_ENDPOINT
             .parse::<SocketAddr>()
             .unwrap_or_else(|e| panic!("{e}"));
@@ -368,15 +325,15 @@ mod tests {
         }
         assert!(matches!(
             err(b().include([""])),
-            ConfigError::BadResourceName { .. }
+            ConfigError::Selection(SelectionError::BadResourceName { .. })
         ));
         assert!(matches!(
             err(b().exclude(["plg_audits"])),
-            ConfigError::BadResourceName { .. }
+            ConfigError::Selection(SelectionError::BadResourceName { .. })
         ));
         assert_eq!(
             err(b().include(["a", "b"]).exclude(["b"])),
-            ConfigError::IncludedAndExcluded { name: "b".into() }
+            ConfigError::Selection(SelectionError::IncludedAndExcluded { name: "b".into() })
         );
         let core: s3db_core::Error = ConfigError::ZeroRetention.into();
         assert!(core.to_string().contains("retention"));
@@ -388,11 +345,11 @@ mod tests {
             .include(["a", "b"])
             .validate()
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(c.measures("a") && !c.measures("c"));
+        assert!(c.selection.selects("a") && !c.selection.selects("c"));
         let c = MetricsBuilder::default()
             .exclude(["a"])
             .validate()
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(!c.measures("a") && c.measures("c"));
+        assert!(!c.selection.selects("a") && c.selection.selects("c"));
     }
 }

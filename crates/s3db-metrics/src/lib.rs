@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use metrics::{Label, SharedString};
 use s3db_core::plugin::{
     DatabaseHooks, Error, Middleware, Next, Operation, Outcome, Plugin, PluginContext, Resource,
-    Result, async_trait,
+    ResourceSelection, Result, async_trait,
 };
 use tokio::sync::mpsc;
 
@@ -34,6 +34,7 @@ pub use crate::stats::{
     LatencySummary, MetricsSnapshot, OperationMetrics, ResourceMetrics, SlowOperation,
 };
 pub use crate::store::{StoreOwner, StoreRequestMetrics};
+pub use s3db_core::plugin::{BadNameReason, SelectionError};
 
 use crate::config::Config;
 use crate::flush::FlushCursor;
@@ -111,8 +112,7 @@ impl MetricsPlugin {
         Self::from_config(Config {
             slow_threshold: DEFAULT_SLOW_THRESHOLD,
             slow_log_capacity: DEFAULT_SLOW_LOG_CAPACITY,
-            include: BTreeSet::new(),
-            exclude: BTreeSet::new(),
+            selection: ResourceSelection::new(),
             http: None,
             flush_interval: None,
             retention: DEFAULT_RETENTION,
@@ -542,7 +542,8 @@ struct Instrument {
 impl Instrument {
     fn instrument(&self, resource: &Resource) {
         let name = resource.name();
-        if !self.shared.config.measures(name) || !lock(&self.done).insert(name.to_owned()) {
+        if !self.shared.config.selection.selects(name) || !lock(&self.done).insert(name.to_owned())
+        {
             return;
         }
         let stats = self.shared.stats_for(name);

@@ -21,6 +21,7 @@
 mod clock;
 mod context;
 mod custom_event;
+mod selection;
 pub mod storage;
 
 use std::any::Any;
@@ -31,6 +32,7 @@ pub use async_trait::async_trait;
 pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::context::PluginContext;
 pub use self::custom_event::CustomEvent;
+pub use self::selection::{BadNameReason, ResourceSelection, SelectionError};
 pub use self::storage::*;
 pub use crate::database::Database;
 pub use crate::error::{Error, ErrorKind, Result};
