@@ -3,17 +3,21 @@
 //!
 //! It creates two resources (one with a partition and an encrypted field), inserts, updates,
 //! queries through a partition, pages, deletes, shows what bad input gets, races a few writers on
-//! one record, and — with the cache, costs and metrics plugins installed — shows cache hits, the
-//! latency of each operation and what the run would cost on S3.
+//! one record, and — with plugins installed — searches users by name (full-text), keeps loyalty
+//! points as consolidated transactions (eventual consistency), shows who changed a record
+//! (audit), cache hits, the latency of each operation and what the run would cost on S3.
 
 use std::time::Instant;
 
 use s3db::prelude::*;
+use s3db_audit::{AuditPlugin, AuditQuery, AuditUser};
 use s3db_cache::{CacheExt, CachePlugin};
 use s3db_costs::CostsPlugin;
+use s3db_eventual::{EventualConsistencyPlugin, EventualExt, Mode};
+use s3db_fulltext::{FullTextExt, FullTextPlugin};
 use s3db_metrics::MetricsPlugin;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const DEFAULT_CONNECTION: &str = "file://./data/tour";
 
@@ -48,6 +52,18 @@ async fn tour() -> Result<()> {
         .plugin(MetricsPlugin::new())
         .plugin(CachePlugin::memory().max_entries(10_000).build()?)
         .plugin(CostsPlugin::default())
+        .plugin(AuditPlugin::new())
+        .plugin(
+            FullTextPlugin::builder()
+                .resource("users", ["name"])
+                .build()?,
+        )
+        .plugin(
+            EventualConsistencyPlugin::builder()
+                .field("users", "points")
+                .mode(Mode::Sync)
+                .build()?,
+        )
         .connect()
         .await?;
     println!("s3db tour on {}", ConnectionString::parse(&conn)?);
@@ -61,6 +77,7 @@ async fn tour() -> Result<()> {
                 .attribute("email", "email|required")
                 .attribute("region", "enum:eu,us,ap|default:eu")
                 .attribute("api_key", "secret")
+                .attribute("points", "number|default:0")
                 .partition("byRegion", ["region"])
                 .behavior(Behavior::BodyOverflow)
                 .timestamps(true)
@@ -102,6 +119,7 @@ async fn tour() -> Result<()> {
         .await?;
     println!("   {} -> {}", alice.id(), alice.to_json());
     let key = Key::parse("resource=users/data/id=alice")?;
+    let tour_started = chrono::Utc::now();
     let stored = db.store().get(&key).await?;
     println!(
         "   at rest the api_key is ciphertext: {}",
@@ -275,7 +293,77 @@ async fn tour() -> Result<()> {
             .unwrap_or_default()
     );
 
-    step("9. Metrics: every operation timed");
+    step("9. Full-text search: prefix matching, kept up to date by every write");
+    if let Some(index) = users.fulltext() {
+        // chen was deleted in step 7: the index forgot him too.
+        for query in ["ali", "liddell", "chen"] {
+            let hits = index.search(query).await?;
+            let found: Vec<String> = hits
+                .iter()
+                .map(|h| format!("{} ({:.2})", h.record.id(), h.score))
+                .collect();
+            println!("   search {query:?}: {found:?}");
+        }
+    }
+
+    step("10. Eventual consistency: points as transactions, consolidated exactly once");
+    let points = users.eventual("points");
+    points.add("alice", 10).await?;
+    points.add("alice", 5).await?;
+    let after = points.sub("alice", 3).await?;
+    println!(
+        "   +10 +5 -3 -> {:?}; the record holds {}; replaying the log gives {}",
+        after.value,
+        users
+            .get("alice")
+            .await?
+            .get("points")
+            .cloned()
+            .unwrap_or_default(),
+        points.recalculate("alice").await?
+    );
+
+    step("11. Audit: who changed alice, and what");
+    AuditUser::scope("support-desk", async {
+        users
+            .update("alice", json!({"region": "us"}))
+            .await
+            .map(|_| ())
+    })
+    .await?;
+    if let Some(audit) = db.plugin::<AuditPlugin>() {
+        let history = audit
+            .query(
+                &AuditQuery::new()
+                    .resource("users")
+                    .record("alice")
+                    .since(tour_started),
+            )
+            .await?;
+        for entry in &history {
+            // The fields this update changed (timestamps aside).
+            let changed: Vec<String> = match (&entry.old_data, &entry.new_data) {
+                (Some(old), Some(Value::Object(new))) => new
+                    .iter()
+                    .filter(|(k, v)| k.as_str() != "updated_at" && old.get(k.as_str()) != Some(*v))
+                    .map(|(k, v)| {
+                        let was = old.get(k.as_str()).cloned().unwrap_or_default();
+                        format!("{k}: {was} -> {v}")
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let changed = changed.join(", ");
+            println!(
+                "   {} {:<6} by {:<12} {changed}",
+                entry.timestamp.format("%H:%M:%S%.3f"),
+                entry.operation.as_str(),
+                entry.user
+            );
+        }
+    }
+
+    step("12. Metrics: every operation timed");
     if let Some(metrics) = db.plugin::<MetricsPlugin>() {
         let snapshot = metrics.snapshot();
         for (operation, m) in &snapshot.operations {
@@ -289,7 +377,7 @@ async fn tour() -> Result<()> {
         }
     }
 
-    step("10. What it cost");
+    step("13. What it cost");
     println!("   {}", db.store().requests());
     if let Some(costs) = db.plugin::<CostsPlugin>() {
         let snapshot = costs.snapshot();

@@ -19,6 +19,35 @@ pub use s3db_costs as costs;
 #[cfg(feature = "metrics")]
 pub use s3db_metrics as metrics;
 
+/// Audit plugin (feature `audit`): a queryable trail of inserts, updates and deletes.
+#[cfg(feature = "audit")]
+pub use s3db_audit as audit;
+
+/// EventualConsistency plugin (feature `eventual`): transaction-based numeric fields,
+/// consolidated exactly once across processes.
+#[cfg(feature = "eventual")]
+pub use s3db_eventual as eventual;
+
+/// FullText plugin (feature `fulltext`): an incrementally persisted, ranked search index.
+#[cfg(feature = "fulltext")]
+pub use s3db_fulltext as fulltext;
+
+/// StateMachine plugin (feature `statemachine`): state machines over resources' records.
+#[cfg(feature = "statemachine")]
+pub use s3db_statemachine as statemachine;
+
+/// Scheduler plugin (feature `scheduler`): cron jobs run once per tick across processes.
+#[cfg(feature = "scheduler")]
+pub use s3db_scheduler as scheduler;
+
+/// S3Queue plugin (feature `queue`): a durable work queue with exactly-once claims.
+#[cfg(feature = "queue")]
+pub use s3db_queue as queue;
+
+/// Backup plugin (feature `backup`): full and incremental backups, retention, restore.
+#[cfg(feature = "backup")]
+pub use s3db_backup as backup;
+
 /// The core crate, for plugin authors and advanced use.
 pub use s3db_core as core;
 
@@ -28,6 +57,7 @@ pub use s3db_core::testing;
 
 /// Everything a typical program needs: `use s3db::prelude::*;`.
 pub mod prelude {
+    pub use s3db_core::plugin::CustomEvent;
     pub use s3db_core::resource::IdStrategy;
     pub use s3db_core::resource::hooks::Event;
     pub use s3db_core::{
