@@ -496,3 +496,80 @@ async fn delete_all_goes_through_middleware_hooks_and_events() -> TestResult {
     assert_eq!(all_deleted, [("notes".to_owned(), 6)]);
     Ok(())
 }
+
+/// Logs what after-delete hooks are handed; asks for the deleted record when `wants` is set.
+struct DeleteWatcher {
+    wants: bool,
+    seen: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+#[async_trait]
+impl ResourceHooks for DeleteWatcher {
+    fn wants_deleted_record(&self) -> bool {
+        self.wants
+    }
+    async fn after_delete(
+        &self,
+        _resource: &str,
+        _id: &str,
+        record: Option<&Record>,
+    ) -> s3db_core::Result<()> {
+        let text = record.and_then(|r| r.get("text").and_then(|t| t.as_str().map(str::to_owned)));
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(text);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn hooks_that_want_the_deleted_record_get_it() -> TestResult {
+    let t = TestStore::memory("hooks_deleted_record");
+    let (db, notes) = notes(&t).await?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let taken = || {
+        seen.lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    };
+    // Nobody asks: a delete of a resource without partitions is one DELETE, no record.
+    let plain = notes.add_hooks(DeleteWatcher {
+        wants: false,
+        seen: Arc::clone(&seen),
+    });
+    notes.insert(json!({"id": "a", "text": "first"})).await?;
+    let before = db.store().requests();
+    notes.delete("a").await?;
+    assert_eq!(db.store().requests().since(&before).total(), 1);
+    assert_eq!(taken(), [None]);
+    assert!(notes.remove_hooks(plain));
+
+    // One hook set asks: every after-delete hook gets the record (one GET more).
+    notes.add_hooks(DeleteWatcher {
+        wants: true,
+        seen: Arc::clone(&seen),
+    });
+    notes.add_hooks(DeleteWatcher {
+        wants: false,
+        seen: Arc::clone(&seen),
+    });
+    notes.insert(json!({"id": "b", "text": "second"})).await?;
+    let before = db.store().requests();
+    notes.delete("b").await?;
+    let spent = db.store().requests().since(&before);
+    assert_eq!(
+        (
+            spent.count(RequestKind::Get),
+            spent.count(RequestKind::Delete)
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        taken(),
+        [Some("second".to_owned()), Some("second".to_owned())]
+    );
+    // A delete of a missing record changes nothing and runs no after-hook.
+    notes.delete("missing").await?;
+    assert!(taken().is_empty());
+    Ok(())
+}

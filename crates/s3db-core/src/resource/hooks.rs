@@ -144,7 +144,16 @@ pub trait ResourceHooks: Send + Sync + 'static {
     async fn before_delete(&self, _resource: &str, _id: &str) -> Result<()> {
         Ok(())
     }
-    /// After a record was deleted (`record` is what was deleted, when it was read).
+    /// Whether [`ResourceHooks::after_delete`] needs the deleted record. When any hooks of the
+    /// resource say so, a delete reads the record first (one GET, past every middleware) and
+    /// hands it over, as it always does for resources with partitions or versioning; a delete of
+    /// a record that does not exist then writes nothing and runs no after-hook. Default `false`.
+    fn wants_deleted_record(&self) -> bool {
+        false
+    }
+    /// After a record was deleted (`record` is what was deleted, when it was read: always for
+    /// resources with partitions or versioning, or when some hooks
+    /// [want it](ResourceHooks::wants_deleted_record)).
     async fn after_delete(
         &self,
         _resource: &str,

@@ -67,6 +67,8 @@ pub(crate) struct Definition {
     pub(crate) fields: FieldMap,
     /// Whether any attribute is a secret (computed once: checked on every read and write).
     pub(crate) has_secrets: bool,
+    /// The configuration this version was made from.
+    pub(crate) config: ResourceConfig,
 }
 
 impl Definition {
@@ -84,6 +86,7 @@ impl Definition {
             versioning: config.versioning,
             id: config.id_strategy.clone(),
             fields,
+            config: config.clone(),
         })
     }
 }
@@ -143,6 +146,13 @@ impl ResourceDefinition {
     #[must_use]
     pub fn versioning(&self) -> bool {
         self.0.versioning
+    }
+
+    /// The configuration this version was made from: creating a resource from it (in another
+    /// database, say) gives the same definition.
+    #[must_use]
+    pub fn to_config(&self) -> ResourceConfig {
+        self.0.config.clone()
     }
 }
 
@@ -1059,9 +1069,12 @@ impl Resource {
         }
         let def = self.current();
         let key = self.record_key(id)?;
-        // The record is read only when something needs it: partition references to remove or a
-        // version to keep.
-        let existing = if def.partitions.is_empty() && !def.versioning {
+        // The record is read only when something needs it: partition references to remove, a
+        // version to keep, or hooks that want it.
+        let read_first = !def.partitions.is_empty()
+            || def.versioning
+            || hooks.iter().any(|(_, h)| h.wants_deleted_record());
+        let existing = if !read_first {
             None
         } else {
             match self.read(id).await {

@@ -11,7 +11,7 @@ pub mod plugin_conformance;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::store::fault::{FaultCounter, FaultPlan, FaultyStore, InjectedFault};
@@ -19,6 +19,8 @@ use crate::{ConnectionString, Store};
 
 /// Environment variable naming the S3 test server's connection string.
 pub const S3_ENV: &str = "S3DB_TEST_S3";
+/// Environment variable naming the SQS test server's endpoint URL.
+pub const SQS_ENV: &str = "S3DB_TEST_SQS_ENDPOINT";
 
 /// A store for one test, with whatever keeps its backend alive (a temporary folder).
 #[derive(Debug)]
@@ -140,32 +142,59 @@ pub fn unique_prefix(test: &str) -> String {
 /// When none is configured and `CI=true` (server-backed tests must run in CI).
 #[must_use]
 pub fn s3_connection() -> Option<ConnectionString> {
-    let value = std::env::var(S3_ENV)
+    let value = test_server_value(S3_ENV, "S3")?;
+    match ConnectionString::parse(&value) {
+        Ok(conn) => Some(conn),
+        Err(e) => panic!("{S3_ENV} is malformed: {e}"),
+    }
+}
+
+/// The SQS test server's endpoint URL (`http://127.0.0.1:<port>`), if one is configured: the
+/// same server as [`s3_connection`] (moto), from `S3DB_TEST_SQS_ENDPOINT`.
+///
+/// # Panics
+/// When none is configured and `CI=true` (server-backed tests must run in CI).
+#[must_use]
+pub fn sqs_endpoint() -> Option<String> {
+    test_server_value(SQS_ENV, "SQS")
+}
+
+/// A test server's setting from the environment, else from `target/services/services.env`; when
+/// neither has it, a panic under `CI=true`, otherwise `None` with a note (once per server kind).
+fn test_server_value(variable: &str, kind: &'static str) -> Option<String> {
+    let value = std::env::var(variable)
         .ok()
         .filter(|v| !v.trim().is_empty())
-        .or_else(|| services_env_value(S3_ENV));
-    match value {
-        Some(value) => match ConnectionString::parse(&value) {
-            Ok(conn) => Some(conn),
-            Err(e) => panic!("{S3_ENV} is malformed: {e}"),
-        },
-        None if ci() => panic!(
-            "CI=true but no S3 test server is configured: set {S3_ENV} or run `cargo xtask services up` \
-             (`cargo xtask test` does this for you)"
-        ),
-        None => {
-            static WARNED: Once = Once::new();
-            WARNED.call_once(|| {
-                // Written past the test harness's capture so the reason is always visible.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "note: skipping S3-server tests: no test server (set {S3_ENV} or run `cargo xtask services up`; \
-                     `cargo xtask test` starts one)"
-                );
-            });
-            None
-        }
+        .or_else(|| services_env_value(variable));
+    if value.is_some() {
+        return value;
     }
+    if ci() {
+        panic!(
+            "CI=true but no {kind} test server is configured: set {variable} or run `cargo xtask services up` \
+             (`cargo xtask test` does this for you)"
+        );
+    }
+    static NOTED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let first = NOTED
+        .lock()
+        .map(|mut noted| {
+            let first = !noted.contains(&kind);
+            if first {
+                noted.push(kind);
+            }
+            first
+        })
+        .unwrap_or(true);
+    if first {
+        // Written past the test harness's capture so the reason is always visible.
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: skipping {kind}-server tests: no test server (set {variable} or run `cargo xtask services up`; \
+             `cargo xtask test` starts one)"
+        );
+    }
+    None
 }
 
 /// Whether `CI` says we run in CI.
