@@ -165,7 +165,10 @@ async fn typed_access_duplicates_and_failed_install() -> TestResult {
     let second = db.use_plugin(Counter::new("a2", "notes", &log)).await?;
     let named = db.plugin_named::<Counter>("a2");
     assert!(named.is_some_and(|n| Arc::ptr_eq(&n, &second)));
-    assert!(db.plugin_named::<Counter>("a").is_some_and(|n| Arc::ptr_eq(&n, &a)));
+    assert!(
+        db.plugin_named::<Counter>("a")
+            .is_some_and(|n| Arc::ptr_eq(&n, &a))
+    );
     assert!(db.plugin_named::<Counter>("nope").is_none());
     db.uninstall_plugin("a2", false).await?;
     let dup = db.use_plugin(Counter::new("a", "notes", &log)).await.err();

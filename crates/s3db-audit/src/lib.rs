@@ -31,7 +31,7 @@ pub use crate::user::{AuditUser, SYSTEM_USER};
 pub use s3db_core::plugin::{BadNameReason, Clock, ManualClock, SelectionError, SystemClock};
 
 use crate::config::Config;
-use crate::recorder::{DeleteSnapshot, Recorder};
+use crate::recorder::Recorder;
 
 /// The plugin's name (and storage slug).
 pub const PLUGIN_NAME: &str = "audit";
@@ -69,7 +69,7 @@ pub struct AuditCounters {
     pub failed: u64,
 }
 
-/// What the plugin, its hooks and its middleware share.
+/// What the plugin and its hooks share.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     /// A random token per plugin instance: entry ids of processes sharing a bucket never collide.
@@ -289,10 +289,6 @@ impl Instrument {
                 audits: self.audits.clone(),
             },
         );
-        let config = &self.shared.config;
-        if config.include_data && config.records(AuditOperation::Delete) {
-            self.cx.add_middleware(resource, DeleteSnapshot);
-        }
         self.cx.add_resource_extension(
             resource,
             AuditHandle {

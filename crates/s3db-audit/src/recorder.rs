@@ -1,27 +1,24 @@
-//! Recording: the hooks and the middleware installed on every audited resource, and the writing
-//! of one entry.
+//! Recording: the hooks installed on every audited resource, and the writing of one entry.
 //!
 //! Entries are written by after-hooks, so only operations that succeeded are recorded, with the
 //! record exactly as stored (before and after). A failed write is logged, counted and broadcast
 //! as [`AuditEvent::WriteFailed`]; the hooks always return `Ok`, so the user's operation never
 //! fails because of the audit.
 //!
-//! Deletes: the core hands the deleted record to after-delete hooks when it reads it anyway
-//! (resources with partitions or versioning). For the others, when data is recorded, a
-//! middleware reads the record from the store just before the delete (past every middleware, so
-//! a cache neither answers nor sees it) and passes it to the hook through a task-local slot
-//! scoped to that one delete.
+//! Deletes: the core hands the deleted record to after-delete hooks when it reads it (resources
+//! with partitions or versioning, or when some hooks [want
+//! it](ResourceHooks::wants_deleted_record)). When data is recorded and deletes are audited, the
+//! hooks want it: every delete then reads the record (one GET, past every middleware, so a cache
+//! neither answers nor sees it), and a delete of a record that does not exist runs no after-hook
+//! and is not recorded.
 //!
 //! What a resource's records look like (partitions, secrets) comes from its current definition in
 //! this process; a record whose definition is not known here (the resource is gone) is recorded
 //! without data, since its secrets could not be masked.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use s3db_core::plugin::{
-    Error, Middleware, Next, Operation, Outcome, PluginContext, Record, Resource, ResourceHooks,
-    Result, async_trait,
-};
+use s3db_core::plugin::{PluginContext, Record, Resource, ResourceHooks, Result, async_trait};
 use serde_json::{Map, Value};
 use tracing::Instrument as _;
 
@@ -29,42 +26,6 @@ use crate::Shared;
 use crate::entry::{AuditEntry, AuditOperation, capped, day_of, entry_id};
 use crate::events::AuditEvent;
 use crate::shape::Shape;
-
-/// What the delete middleware learnt about a record before deleting it.
-#[derive(Debug)]
-enum Prior {
-    /// It was there.
-    Found(Box<Record>),
-    /// It was not: the delete changes nothing and is not recorded.
-    Missing,
-}
-
-/// The slot of one delete: resource, id, and what was read before.
-struct DeleteSlot {
-    resource: String,
-    id: String,
-    prior: Mutex<Option<Prior>>,
-}
-
-tokio::task_local! {
-    static DELETE_SLOT: DeleteSlot;
-}
-
-fn take_prior(resource: &str, id: &str) -> Option<Prior> {
-    DELETE_SLOT
-        .try_with(|slot| {
-            (slot.resource == resource && slot.id == id)
-                .then(|| {
-                    slot.prior
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .take()
-                })
-                .flatten()
-        })
-        .ok()
-        .flatten()
-}
 
 /// The hooks of one audited resource.
 pub(crate) struct Recorder {
@@ -189,19 +150,19 @@ impl ResourceHooks for Recorder {
         Ok(())
     }
 
+    /// With data recorded, a delete's entry holds the deleted record (and a delete of nothing
+    /// is not recorded).
+    fn wants_deleted_record(&self) -> bool {
+        let config = &self.shared.config;
+        config.include_data && config.records(AuditOperation::Delete)
+    }
+
     async fn after_delete(&self, resource: &str, id: &str, record: Option<&Record>) -> Result<()> {
-        let prior = take_prior(resource, id);
-        let read = match (record, &prior) {
-            (Some(record), _) => Some(record),
-            (None, Some(Prior::Found(record))) => Some(record.as_ref()),
-            (None, Some(Prior::Missing)) => return Ok(()),
-            (None, None) => None,
-        };
         self.record(Change {
             resource,
             operation: AuditOperation::Delete,
             record_id: Some(id),
-            old: read,
+            old: record,
             new: None,
         })
         .await;
@@ -218,36 +179,5 @@ impl ResourceHooks for Recorder {
         })
         .await;
         Ok(())
-    }
-}
-
-/// Reads a record before it is deleted, for resources whose deletes do not read it.
-pub(crate) struct DeleteSnapshot;
-
-#[async_trait]
-impl Middleware for DeleteSnapshot {
-    async fn handle(&self, resource: &Resource, op: Operation, next: Next<'_>) -> Result<Outcome> {
-        let Operation::Delete { id } = &op else {
-            return next.run(op).await;
-        };
-        if Shape::of_resource(resource).delete_reads_record() {
-            return next.run(op).await;
-        }
-        let prior = match resource.get_from_store(id).await {
-            Ok(record) => Some(Prior::Found(Box::new(record))),
-            Err(Error::NotFound { .. }) => Some(Prior::Missing),
-            Err(e) => {
-                // The delete goes on; its entry just has no data.
-                tracing::debug!(resource = resource.name(), id = %id, error = %e,
-                    "audit: could not read the record before deleting it");
-                None
-            }
-        };
-        let slot = DeleteSlot {
-            resource: resource.name().to_owned(),
-            id: id.clone(),
-            prior: Mutex::new(prior),
-        };
-        DELETE_SLOT.scope(slot, next.run(op)).await
     }
 }

@@ -1,6 +1,5 @@
 //! What the audit needs to know about a user resource, from its definition
-//! ([`Resource::definition`]): its partitions' fields, whether its deletes read the record, and
-//! which attributes are secrets.
+//! ([`Resource::definition`]): its partitions' fields and which attributes are secrets.
 
 use serde_json::{Map, Value};
 
@@ -8,13 +7,11 @@ use s3db_core::plugin::{Resource, ResourceDefinition};
 
 use crate::entry::SECRET_MASK;
 
-/// One resource's partitions, versioning and secret attributes.
+/// One resource's partitions and secret attributes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Shape {
     /// Partition name and its fields, in name order.
     partitions: Vec<(String, Vec<String>)>,
-    /// Whether the resource keeps historical versions.
-    versioning: bool,
     /// Dotted paths of the secret attributes.
     secret_paths: Vec<String>,
 }
@@ -28,7 +25,6 @@ impl Shape {
                 .iter()
                 .map(|p| (p.name().to_owned(), p.fields().to_vec()))
                 .collect(),
-            versioning: definition.versioning(),
             secret_paths: definition.secret_paths(),
         }
     }
@@ -36,11 +32,6 @@ impl Shape {
     /// The shape of a resource's current definition.
     pub(crate) fn of_resource(resource: &Resource) -> Self {
         Self::of(&resource.definition())
-    }
-
-    /// Whether the core reads a record before deleting it (and hands it to after-delete hooks).
-    pub(crate) fn delete_reads_record(&self) -> bool {
-        !self.partitions.is_empty() || self.versioning
     }
 
     /// Every partition in which `data` has a value: `{name: {field: value}}` (fields missing from
@@ -95,7 +86,6 @@ mod tests {
                     vec!["name".to_owned(), "region".to_owned()],
                 ),
             ],
-            versioning: true,
             secret_paths: vec!["api_key".to_owned(), "address.pin".to_owned()],
         }
     }
@@ -110,7 +100,6 @@ mod tests {
     #[test]
     fn masks_secrets_and_lists_partition_values() {
         let shape = shape();
-        assert!(shape.delete_reads_record());
         let data = object(
             json!({"name": "Ann", "api_key": "k", "address": {"pin": "1234", "city": "Rio"}}),
         );
@@ -131,7 +120,6 @@ mod tests {
     #[test]
     fn a_plain_resource_has_an_empty_shape() {
         let shape = Shape::default();
-        assert!(!shape.delete_reads_record());
         let data = object(json!({"a": 1}));
         assert_eq!(shape.mask_secrets(data.clone()), data);
         assert!(shape.partition_values(&data).is_empty());

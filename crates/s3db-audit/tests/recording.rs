@@ -129,6 +129,15 @@ async fn deletes_of_resources_without_partitions_keep_the_old_data() -> TestResu
     );
     assert_eq!(entries[1].old_data, Some(json!({"text": "hello"})));
     assert_eq!(entries[1].partition, None);
+    // The core reads the record for the hooks (one GET per delete); the plugin adds no middleware.
+    assert_eq!(notes.interceptor_count(), (1, 0));
+    notes.insert(json!({"id": "n2", "text": "again"})).await?;
+    let before = db.store().requests();
+    notes.delete("n2").await?;
+    let spent = db.store().requests().since(&before);
+    assert_eq!(spent.count(s3db_core::RequestKind::Get), 1, "{spent:?}");
+    let last = audit.record_history("notes", "n2").await?;
+    assert_eq!(last[1].old_data, Some(json!({"text": "again"})));
     Ok(())
 }
 
@@ -320,7 +329,7 @@ async fn data_and_partitions_can_be_left_out() -> TestResult {
     users.update("u", json!({"name": "V"})).await?;
     users.delete("u").await?;
     notes.insert(json!({"id": "n", "text": "t"})).await?;
-    // Without data, deletes read nothing first (no middleware at all).
+    // Without data, the hooks do not want deleted records: deletes read nothing first.
     assert_eq!(notes.interceptor_count(), (1, 0));
     let before = db.store().requests();
     notes.delete("n").await?;

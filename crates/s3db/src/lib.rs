@@ -48,6 +48,14 @@ pub use s3db_queue as queue;
 #[cfg(feature = "backup")]
 pub use s3db_backup as backup;
 
+/// QueueConsumer plugin (feature `queue-consumer`): queue messages applied to resources.
+#[cfg(feature = "queue-consumer")]
+pub use s3db_queue_consumer as queue_consumer;
+
+/// Replicator plugin (feature `replicator`): writes mirrored to other databases, SQS, webhooks.
+#[cfg(feature = "replicator")]
+pub use s3db_replicator as replicator;
+
 /// The core crate, for plugin authors and advanced use.
 pub use s3db_core as core;
 
