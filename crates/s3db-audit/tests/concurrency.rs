@@ -9,13 +9,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use s3db_audit::{AuditOperation, AuditPlugin, AuditQuery, AuditUser, ManualClock};
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{TestStore, TestWorker, worker_var};
 use s3db_core::{ConnectionString, Database, Error, Resource};
 use serde_json::json;
 
@@ -126,10 +125,7 @@ async fn worker_process() -> TestResult {
         return Ok(());
     };
     let user = std::env::var(WORKER_USER).unwrap_or_else(|_| panic!("{WORKER_USER}"));
-    let records: usize = std::env::var(WORKER_RECORDS)
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or_else(|| panic!("{WORKER_RECORDS}"));
+    let records: usize = worker_var(WORKER_RECORDS).unwrap_or_else(|| panic!("{WORKER_RECORDS}"));
     let work = async {
         let db = connect(&ConnectionString::parse(&conn)?).await?;
         let audit = db.use_plugin(AuditPlugin::new()).await?;
@@ -146,18 +142,6 @@ async fn worker_process() -> TestResult {
     tokio::time::timeout(Duration::from_secs(120), work)
         .await
         .unwrap_or_else(|_| panic!("worker {user} timed out"))
-}
-
-/// Kills a child process if the test ends before it was waited for.
-struct Worker(Option<Child>);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 #[tokio::test]
@@ -183,41 +167,31 @@ async fn processes_share_one_folder() -> TestResult {
         db.disconnect().await?;
     }
 
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
-    let mut workers: Vec<Worker> = (0..PROCESSES)
+    let workers: Vec<TestWorker> = (0..PROCESSES)
         .map(|k| {
-            let child = Command::new(&exe)
-                .args([
-                    "--exact",
-                    "worker_process",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(WORKER_CONN, t.conn.to_string())
-                .env(WORKER_USER, format!("proc{k}"))
-                .env(WORKER_RECORDS, RECORDS.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn worker {k}: {e}"));
-            Worker(Some(child))
+            TestWorker::spawn(
+                "worker_process",
+                [
+                    (WORKER_CONN, t.conn.to_string()),
+                    (WORKER_USER, format!("proc{k}")),
+                    (WORKER_RECORDS, RECORDS.to_string()),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("spawn worker {k}: {e}"))
         })
         .collect();
     let mut deleted_total = 0;
-    for (k, worker) in workers.iter_mut().enumerate() {
-        let child = worker.0.take().unwrap_or_else(|| panic!("worker {k}"));
-        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+    for (k, worker) in workers.into_iter().enumerate() {
+        let output = worker
+            .finish(Duration::from_secs(180))
             .await
-            .unwrap_or_else(|e| panic!("waiting for worker {k}: {e}"))
             .unwrap_or_else(|e| panic!("worker {k}: {e}"));
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "worker {k} failed:\n{stdout}");
-        let deleted: u64 = stdout
-            .lines()
-            .find_map(|l| l.split("AUDIT_DELETED=").nth(1))
+        let deleted: u64 = output
+            .reports("AUDIT_DELETED=")
+            .next()
             .and_then(|n| n.split_whitespace().next())
             .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("worker {k} did not report: {stdout}"));
+            .unwrap_or_else(|| panic!("worker {k} did not report: {}", output.stdout));
         deleted_total += deleted;
     }
     // Every old entry was deleted (by one process or, in a tie, by several).

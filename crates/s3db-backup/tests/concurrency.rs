@@ -5,12 +5,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 use s3db_backup::{BackupKind, BackupPlugin, BackupStatus, RestoreMode, S3Driver};
 use s3db_core::ConnectionString;
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{TestStore, TestWorker};
 
 const CONN: &str = "S3DB_BACKUP_WORKER_CONN";
 const DIR: &str = "S3DB_BACKUP_WORKER_DIR";
@@ -96,33 +96,21 @@ async fn several_processes_back_up_one_bucket_at_once() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (db, backup, users) = open(&ts.conn, folder_plugin(dir.path())).await?;
     seed(&users, 30).await?;
-    let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for _ in 0..3 {
-        children.push(
-            Command::new(&exe)
-                .args(["--exact", "worker_process", "--nocapture"])
-                .env(CONN, ts.conn.to_string())
-                .env(DIR, dir.path())
-                .env(COUNT, "3")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?,
-        );
+        children.push(TestWorker::spawn(
+            "worker_process",
+            [
+                (CONN, ts.conn.to_string().into()),
+                (DIR, dir.path().as_os_str().to_owned()),
+                (COUNT, "3".into()),
+            ],
+        )?);
     }
     let mut reported = BTreeSet::new();
     for child in children {
-        let out = child.wait_with_output()?;
-        assert!(
-            out.status.success(),
-            "worker failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some(id) = line.strip_prefix("BACKUP ") {
-                reported.insert(id.to_owned());
-            }
-        }
+        let out = child.finish(Duration::from_secs(180)).await?;
+        reported.extend(out.reports("BACKUP ").map(str::to_owned));
     }
     assert_eq!(reported.len(), 9);
     let listed: BTreeSet<String> = backup.list().await?.into_iter().map(|b| b.id).collect();

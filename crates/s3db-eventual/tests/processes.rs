@@ -6,11 +6,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{TestStore, TestWorker, WorkerOutput, worker_var};
 use s3db_core::{ConnectionString, Result};
 use s3db_eventual::{EventualConsistencyPlugin, EventualHandle, Mode};
 
@@ -105,14 +104,8 @@ async fn worker_process() -> TestResult {
     } else {
         Mode::Async
     };
-    let adds: u32 = std::env::var(ADDS)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let tag: u32 = std::env::var(TAG)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let adds: u32 = worker_var(ADDS).unwrap_or(0);
+    let tag: u32 = worker_var(TAG).unwrap_or(0);
     let ids: Vec<String> = std::env::var(IDS)
         .unwrap_or_default()
         .split(',')
@@ -137,67 +130,36 @@ fn spawn_worker(
     adds: u32,
     ids: &[&str],
     forever: bool,
-) -> Child {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "--exact",
-        "worker_process",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CONN, conn.to_string())
-    .env(MODE, if mode == Mode::Sync { "sync" } else { "async" })
-    .env(ADDS, adds.to_string())
-    .env(TAG, tag.to_string())
-    .env(IDS, ids.join(","))
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+) -> TestWorker {
+    let mut env = vec![
+        (CONN, conn.to_string()),
+        (
+            MODE,
+            if mode == Mode::Sync { "sync" } else { "async" }.to_owned(),
+        ),
+        (ADDS, adds.to_string()),
+        (TAG, tag.to_string()),
+        (IDS, ids.join(",")),
+    ];
     if forever {
-        cmd.env(FOREVER, "1");
+        env.push((FOREVER, "1".to_owned()));
     }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("spawning a worker: {e}"))
+    TestWorker::spawn("worker_process", env).unwrap_or_else(|e| panic!("spawning a worker: {e}"))
 }
 
-/// Waits for a worker (killing it after `limit`) and returns its stdout.
-async fn finish(child: Child, limit: Duration) -> String {
-    let pid = child.id();
-    let waited = tokio::time::timeout(
-        limit,
-        tokio::task::spawn_blocking(move || child.wait_with_output()),
-    )
-    .await;
-    match waited {
-        Ok(Ok(Ok(output))) => {
-            assert!(
-                output.status.success(),
-                "worker {pid} failed: {}",
-                String::from_utf8_lossy(&output.stdout)
-            );
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        }
-        _ => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("worker {pid} did not finish within {limit:?}");
-        }
-    }
+/// Waits for a worker (killing it after `limit`) and returns its output.
+async fn finish(worker: TestWorker, limit: Duration) -> WorkerOutput {
+    worker.finish(limit).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn sums_of(output: &str) -> BTreeMap<String, f64> {
+fn sums_of(output: &WorkerOutput) -> BTreeMap<String, f64> {
     let mut sums = BTreeMap::new();
-    // The harness may print "test worker_process ... " before the first line.
-    for line in output
-        .lines()
-        .filter_map(|l| l.find("SUM ").map(|at| &l[at..]))
-    {
+    for line in output.reports("SUM ") {
         let mut parts = line.split_whitespace();
-        if parts.next() == Some("SUM")
-            && let (Some(id), Some(s)) = (
-                parts.next(),
-                parts.next().and_then(|s| s.parse::<f64>().ok()),
-            )
-        {
+        if let (Some(id), Some(s)) = (
+            parts.next(),
+            parts.next().and_then(|s| s.parse::<f64>().ok()),
+        ) {
             *sums.entry(id.to_owned()).or_default() += s;
         }
     }
@@ -212,7 +174,7 @@ async fn processes_and_tasks(
     ids: &[&str],
 ) -> TestResult {
     let (db, h) = open(&t.conn, plugin_for(mode)).await?;
-    let children: Vec<Child> = (1..=workers)
+    let children: Vec<TestWorker> = (1..=workers)
         .map(|tag| spawn_worker(&t.conn, mode, tag, adds, ids, false))
         .collect();
     let own: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
@@ -285,21 +247,21 @@ async fn a_killed_process_loses_nothing_and_applies_nothing_twice() -> TestResul
     let steady = spawn_worker(&t.conn, Mode::Async, 1, 12, &["a", "b"], false);
     let mut victim = spawn_worker(&t.conn, Mode::Async, 2, 0, &["a", "b"], true);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    victim.kill().unwrap_or_else(|e| panic!("kill: {e}"));
+    victim
+        .kill()
+        .unwrap_or_else(|e| panic!("SIGKILL the victim: {e}"));
     let out = victim
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("wait: {e}"));
-    let acked: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.find("ACK ").map(|at| &l[at..]))
-        .filter_map(|l| {
+        .wait(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let acked: Vec<(String, String)> = out
+        .reports("ACK ")
+        .map(|l| {
             let mut p = l.split_whitespace();
-            (p.next() == Some("ACK")).then(|| {
-                (
-                    p.next().unwrap_or_default().to_owned(),
-                    p.next().unwrap_or_default().to_owned(),
-                )
-            })
+            (
+                p.next().unwrap_or_default().to_owned(),
+                p.next().unwrap_or_default().to_owned(),
+            )
         })
         .collect();
     assert!(

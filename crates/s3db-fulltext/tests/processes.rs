@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use s3db_core::testing::{FaultPlan, FaultyStore, TestStore};
+use s3db_core::testing::{FaultPlan, FaultyStore, TestStore, TestWorker};
 use s3db_core::{ConnectionString, Resource};
 use serde_json::json;
 
@@ -73,52 +72,30 @@ async fn worker_process() -> TestResult {
     write_records(&articles, &tag, n).await
 }
 
-fn spawn_worker(conn: &ConnectionString, tag: &str, n: usize) -> std::io::Result<Child> {
-    Command::new(std::env::current_exe()?)
-        .args([
-            "--exact",
-            "worker_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ENV_CONN, conn.to_string_with_secrets())
-        .env(ENV_TAG, tag)
-        .env(ENV_N, n.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+fn spawn_worker(conn: &ConnectionString, tag: &str, n: usize) -> std::io::Result<TestWorker> {
+    TestWorker::spawn(
+        "worker_process",
+        [
+            (ENV_CONN, conn.to_string_with_secrets()),
+            (ENV_TAG, tag.to_owned()),
+            (ENV_N, n.to_string()),
+        ],
+    )
 }
 
-/// Waits for every child (killing those past the deadline) and checks they succeeded.
-fn wait_all(children: Vec<Child>, deadline: Duration) {
+/// Waits for every worker (killing those past the deadline); the failures.
+async fn wait_all(workers: Vec<TestWorker>, deadline: Duration) -> Vec<String> {
     let start = Instant::now();
     let mut failures = Vec::new();
-    for mut child in children {
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    if !status.success() {
-                        let mut err = String::new();
-                        if let Some(mut e) = child.stderr.take() {
-                            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                        }
-                        failures.push(format!("{status}: {err}"));
-                    }
-                    break;
-                }
-                Ok(None) if start.elapsed() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    failures.push("timed out".to_owned());
-                    break;
-                }
-            }
+    for worker in workers {
+        if let Err(e) = worker
+            .finish(deadline.saturating_sub(start.elapsed()))
+            .await
+        {
+            failures.push(e.to_string());
         }
     }
-    assert!(failures.is_empty(), "workers failed: {failures:?}");
+    failures
 }
 
 async fn processes_and_tasks(t: TestStore, processes: usize, n: usize) -> TestResult {
@@ -133,12 +110,9 @@ async fn processes_and_tasks(t: TestStore, processes: usize, n: usize) -> TestRe
         })?;
     // Meanwhile this process writes too, from many tasks.
     let local = write_records(&articles, "local", n).await;
-    let waited =
-        tokio::task::spawn_blocking(move || wait_all(children, Duration::from_secs(240))).await;
+    let failures = wait_all(children, Duration::from_secs(240)).await;
     local?;
-    if let Err(e) = waited {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    assert!(failures.is_empty(), "workers failed: {failures:?}");
 
     let ft = fulltext(&db);
     let writers = processes + 1;

@@ -7,12 +7,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::sqs::{KEY, SECRET, TestQueue};
 use common::{EventLog, Recording, Slow, TestResult, eventually, memory_db, users};
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{TestStore, TestWorker};
 use s3db_core::{ConnectionString, Database};
 use s3db_queue_consumer::{
     Action, BadMessage, Consumer, QueueConsumerEvent, QueueConsumerPlugin, QueueDriver,
@@ -426,43 +425,26 @@ async fn worker_process() -> TestResult {
     Ok(())
 }
 
-fn spawn_worker(conn: &ConnectionString, q: &TestQueue, expect: u64) -> Child {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
-    Command::new(exe)
-        .args([
-            "--exact",
-            "worker_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(WORKER_CONN, conn.to_string())
-        .env(WORKER_QUEUE, &q.url)
-        .env(WORKER_ENDPOINT, &q.endpoint)
-        .env(WORKER_EXPECT, expect.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning a worker: {e}"))
+fn spawn_worker(conn: &ConnectionString, q: &TestQueue, expect: u64) -> TestWorker {
+    TestWorker::spawn(
+        "worker_process",
+        [
+            (WORKER_CONN, conn.to_string()),
+            (WORKER_QUEUE, q.url.clone()),
+            (WORKER_ENDPOINT, q.endpoint.clone()),
+            (WORKER_EXPECT, expect.to_string()),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("spawning a worker: {e}"))
 }
 
 /// Waits for a worker (killing it after `limit`) and returns its (applied, failed, bad).
-async fn finish(child: Child, limit: Duration) -> (u64, u64, u64) {
-    let pid = child.id();
-    let waited = tokio::time::timeout(
-        limit,
-        tokio::task::spawn_blocking(move || child.wait_with_output()),
-    )
-    .await;
-    let Ok(Ok(Ok(output))) = waited else {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        panic!("worker {pid} did not finish within {limit:?}");
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "worker {pid} failed: {stdout}");
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("STATS ").map(|at| &l[at..]))
-        .unwrap_or_else(|| panic!("worker {pid} printed no stats: {stdout}"));
+async fn finish(worker: TestWorker, limit: Duration) -> (u64, u64, u64) {
+    let output = worker.finish(limit).await.unwrap_or_else(|e| panic!("{e}"));
+    let line = output
+        .reports("STATS ")
+        .next()
+        .unwrap_or_else(|| panic!("worker {} printed no stats: {}", output.pid, output.stdout));
     let field = |name: &str| -> u64 {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(&format!("{name}=")))

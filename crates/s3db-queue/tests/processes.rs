@@ -4,11 +4,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{TestStore, TestWorker, worker_var};
 use s3db_core::{ConnectionString, Key, Metadata, Result};
 use s3db_queue::{HandlerError, Message, S3Queue, State};
 use serde_json::json;
@@ -19,13 +18,6 @@ const HANG: &str = "S3DB_QUEUE_WORKER_HANG";
 const SLEEP_MS: &str = "S3DB_QUEUE_WORKER_SLEEP_MS";
 const VT_MS: &str = "S3DB_QUEUE_WORKER_VT_MS";
 const POLL_MS: &str = "S3DB_QUEUE_WORKER_POLL_MS";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn worker_queue(vt: Duration, poll: Duration) -> s3db_queue::QueueBuilder {
     S3Queue::builder(QUEUE)
@@ -47,10 +39,10 @@ async fn worker_process() -> TestResult {
         return Ok(());
     };
     let conn = ConnectionString::parse(&conn)?;
-    let total = env_u64(TOTAL, 0);
-    let vt = Duration::from_millis(env_u64(VT_MS, 5000));
-    let poll = Duration::from_millis(env_u64(POLL_MS, 20));
-    let sleep = Duration::from_millis(env_u64(SLEEP_MS, 0));
+    let total = worker_var(TOTAL).unwrap_or(0);
+    let vt = Duration::from_millis(worker_var(VT_MS).unwrap_or(5000));
+    let poll = Duration::from_millis(worker_var(POLL_MS).unwrap_or(20));
+    let sleep = Duration::from_millis(worker_var(SLEEP_MS).unwrap_or(0));
     let db = connect(&conn).await?;
     let store = db.store().clone();
     let pid = std::process::id();
@@ -93,60 +85,15 @@ async fn worker_process() -> TestResult {
     Ok(())
 }
 
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // Never leave a process behind, whatever the test's outcome.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_worker(conn: &ConnectionString, total: usize, extra: &[(&str, String)]) -> Worker {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "--exact",
-        "worker_process",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CONN, conn.to_string())
-    .env(TOTAL, total.to_string())
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    Worker(
-        cmd.spawn()
-            .unwrap_or_else(|e| panic!("spawning a worker: {e}")),
-    )
+fn spawn_worker(conn: &ConnectionString, total: usize, extra: &[(&str, String)]) -> TestWorker {
+    let env = [(CONN, conn.to_string()), (TOTAL, total.to_string())];
+    TestWorker::spawn("worker_process", env.iter().chain(extra).cloned())
+        .unwrap_or_else(|e| panic!("spawning a worker: {e}"))
 }
 
 /// Waits for a worker to exit successfully within `limit`.
-async fn finish(mut worker: Worker, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match worker.0.try_wait() {
-            Ok(Some(status)) => {
-                assert!(
-                    status.success(),
-                    "worker {} failed: {status}",
-                    worker.0.id()
-                );
-                return;
-            }
-            Ok(None) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => panic!(
-                "worker {} did not finish within {limit:?}: {other:?}",
-                worker.0.id()
-            ),
-        }
-    }
+async fn finish(worker: TestWorker, limit: Duration) {
+    worker.finish(limit).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 async fn count(store: &s3db_core::Store, prefix: &str) -> Result<usize> {
@@ -187,7 +134,7 @@ async fn assert_exactly_once(
 
 async fn processes(t: TestStore, workers: usize, messages: usize, sleep_ms: u64) -> TestResult {
     let (db, q) = open(&t.conn, S3Queue::builder(QUEUE).build()?).await?;
-    let children: Vec<Worker> = (0..workers)
+    let children: Vec<TestWorker> = (0..workers)
         .map(|_| spawn_worker(&t.conn, messages, &[(SLEEP_MS, sleep_ms.to_string())]))
         .collect();
     eventually(Duration::from_secs(60), "workers ready", || async {
@@ -241,7 +188,7 @@ async fn a_killed_worker_loses_nothing_and_its_message_completes_once_elsewhere(
     })
     .await?;
     // The others start while the victim holds its message.
-    let others: Vec<Worker> = (0..2)
+    let others: Vec<TestWorker> = (0..2)
         .map(|_| {
             spawn_worker(
                 &t.conn,
@@ -251,10 +198,13 @@ async fn a_killed_worker_loses_nothing_and_its_message_completes_once_elsewhere(
         })
         .collect();
     victim
-        .0
         .kill()
         .unwrap_or_else(|e| panic!("SIGKILL the victim: {e}"));
-    let status = victim.0.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+    let status = victim
+        .wait(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .status;
     assert!(!status.success(), "the victim was killed mid-message");
 
     for child in others {

@@ -7,12 +7,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{TestStore, TestWorker};
 use s3db_core::{ConnectionString, Database};
 use s3db_replicator::{LogStatus, Replicator, ReplicatorPlugin, RetryReport, WebhookTarget};
 use serde_json::json;
@@ -209,41 +208,21 @@ async fn worker_process() -> TestResult {
     Ok(())
 }
 
-fn spawn_worker(conn: &ConnectionString, url: &str) -> Child {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
-    Command::new(exe)
-        .args([
-            "--exact",
-            "worker_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CONN, conn.to_string())
-        .env(URL, url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning a worker: {e}"))
+fn spawn_worker(conn: &ConnectionString, url: &str) -> TestWorker {
+    TestWorker::spawn(
+        "worker_process",
+        [(CONN, conn.to_string()), (URL, url.to_owned())],
+    )
+    .unwrap_or_else(|e| panic!("spawning a worker: {e}"))
 }
 
 /// Waits for a worker (killing it after `limit`); its report.
-async fn finish(child: Child, limit: Duration) -> RetryReport {
-    let pid = child.id();
-    let waited = tokio::time::timeout(
-        limit,
-        tokio::task::spawn_blocking(move || child.wait_with_output()),
-    )
-    .await;
-    let Ok(Ok(Ok(output))) = waited else {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        panic!("worker {pid} did not finish within {limit:?}");
-    };
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "worker {pid} failed: {text}");
-    let line = text
-        .lines()
-        .find_map(|l| l.find("REPORT ").map(|at| l[at + 7..].to_owned()))
-        .unwrap_or_else(|| panic!("worker {pid} printed no report: {text}"));
+async fn finish(worker: TestWorker, limit: Duration) -> RetryReport {
+    let output = worker.finish(limit).await.unwrap_or_else(|e| panic!("{e}"));
+    let line = output
+        .reports("REPORT ")
+        .next()
+        .unwrap_or_else(|| panic!("worker {} printed no report: {}", output.pid, output.stdout));
     let n: Vec<u64> = line
         .split_whitespace()
         .filter_map(|v| v.parse().ok())
@@ -263,7 +242,7 @@ async fn racing_replays_in_processes_resolve_each_entry_once_on_file() -> TestRe
     let n = 24;
     let db = open(&t.conn, &server.url).await?;
     fail_writes(&db, &server, n).await?;
-    let children: Vec<Child> = (0..2).map(|_| spawn_worker(&t.conn, &server.url)).collect();
+    let children: Vec<TestWorker> = (0..2).map(|_| spawn_worker(&t.conn, &server.url)).collect();
     let mine = replicator_of(&db).retry_failed().await?;
     let mut reports = vec![mine];
     for child in children {

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{TestStore, TestWorker, worker_var};
 use s3db_core::{ConnectionString, Result};
 
 const CONN: &str = "S3DB_SCHEDULER_WORKER_CONN";
@@ -22,10 +21,7 @@ async fn worker_process() -> TestResult {
         return Ok(());
     };
     let conn = ConnectionString::parse(&conn)?;
-    let millis: u64 = std::env::var(MILLIS)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let millis: u64 = worker_var(MILLIS).unwrap_or(0);
     let tag = std::env::var(TAG).unwrap_or_default();
     let (db, _) = connect(
         &conn,
@@ -39,44 +35,21 @@ async fn worker_process() -> TestResult {
     Ok(())
 }
 
-fn spawn_worker(conn: &ConnectionString, tag: &str, millis: u64) -> Child {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
-    Command::new(exe)
-        .args([
-            "--exact",
-            "worker_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CONN, conn.to_string())
-        .env(MILLIS, millis.to_string())
-        .env(TAG, tag)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning a worker: {e}"))
-}
-
-/// Waits for a worker, killing it after `limit`.
-async fn finish(child: Child, limit: Duration) {
-    let pid = child.id();
-    let waited = tokio::time::timeout(
-        limit,
-        tokio::task::spawn_blocking(move || child.wait_with_output()),
+fn spawn_worker(conn: &ConnectionString, tag: &str, millis: u64) -> TestWorker {
+    TestWorker::spawn(
+        "worker_process",
+        [
+            (CONN, conn.to_string()),
+            (MILLIS, millis.to_string()),
+            (TAG, tag.to_owned()),
+        ],
     )
-    .await;
-    match waited {
-        Ok(Ok(Ok(output))) => assert!(output.status.success(), "worker {pid} failed"),
-        _ => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("worker {pid} did not finish within {limit:?}");
-        }
-    }
+    .unwrap_or_else(|e| panic!("spawning a worker: {e}"))
 }
 
 /// `workers` processes plus this one run the job for `millis`; every tick once.
 async fn processes(t: TestStore, workers: usize, millis: u64, min_ticks: usize) -> Result<()> {
-    let children: Vec<Child> = (0..workers)
+    let children: Vec<TestWorker> = (0..workers)
         .map(|i| spawn_worker(&t.conn, &format!("proc{i}"), millis))
         .collect();
     let (db, runs) = connect(
@@ -87,7 +60,10 @@ async fn processes(t: TestStore, workers: usize, millis: u64, min_ticks: usize) 
     tokio::time::sleep(Duration::from_millis(millis)).await;
     db.disconnect().await?;
     for child in children {
-        finish(child, Duration::from_secs(120)).await;
+        child
+            .finish(Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     let n = assert_once_per_tick(&scheduler(&db), &runs, JOB).await;
     assert!(n >= min_ticks, "{n} ticks ran in {millis} ms");

@@ -6,13 +6,12 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use s3db_core::ConnectionString;
 use s3db_core::plugin::SetOptions;
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{TestStore, TestWorker, worker_var};
 use s3db_statemachine::{Machine, MachineHandle, State, StateMachineError};
 use serde_json::json;
 
@@ -158,10 +157,7 @@ async fn worker_process() -> TestResult {
         .collect();
     let (db, _p, _orders, m) = open(&conn, plugin_with(order_machine())).await?;
     // Start together with the others.
-    if let Some(at) = std::env::var(START_AT)
-        .ok()
-        .and_then(|v| v.parse::<i64>().ok())
-    {
+    if let Some(at) = worker_var::<i64>(START_AT) {
         let wait = at - chrono::Utc::now().timestamp_millis();
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
@@ -177,43 +173,25 @@ async fn worker_process() -> TestResult {
     Ok(())
 }
 
-fn spawn_worker(conn: &ConnectionString, entities: &[String], start_at: i64) -> Child {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
-    Command::new(exe)
-        .args([
-            "--exact",
-            "worker_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CONN, conn.to_string())
-        .env(ENTITIES, entities.join(","))
-        .env(START_AT, start_at.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning a worker: {e}"))
+fn spawn_worker(conn: &ConnectionString, entities: &[String], start_at: i64) -> TestWorker {
+    TestWorker::spawn(
+        "worker_process",
+        [
+            (CONN, conn.to_string()),
+            (ENTITIES, entities.join(",")),
+            (START_AT, start_at.to_string()),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("spawning a worker: {e}"))
 }
 
 /// Waits for a worker (killing it after `limit`) and returns its results.
-async fn finish(child: Child, limit: Duration) -> Vec<(String, u32, u32)> {
-    let pid = child.id();
-    let waited = tokio::time::timeout(
-        limit,
-        tokio::task::spawn_blocking(move || child.wait_with_output()),
-    )
-    .await;
-    let Ok(Ok(Ok(output))) = waited else {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        panic!("worker {pid} did not finish within {limit:?}");
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "worker {pid} failed: {stdout}");
-    stdout
-        .lines()
-        .filter_map(|l| l.find("RESULT ").map(|at| &l[at..]))
+async fn finish(worker: TestWorker, limit: Duration) -> Vec<(String, u32, u32)> {
+    let output = worker.finish(limit).await.unwrap_or_else(|e| panic!("{e}"));
+    output
+        .reports("RESULT ")
         .filter_map(|l| {
-            let mut p = l.split_whitespace().skip(1);
+            let mut p = l.split_whitespace();
             Some((
                 p.next()?.to_owned(),
                 p.next()?.parse().ok()?,
@@ -231,7 +209,7 @@ async fn processes_race(t: TestStore, workers: usize, entities: usize) -> TestRe
     }
     // Processes take a while to start: all begin at the same wall-clock instant.
     let start_at = chrono::Utc::now().timestamp_millis() + 1500;
-    let children: Vec<Child> = (0..workers)
+    let children: Vec<TestWorker> = (0..workers)
         .map(|_| spawn_worker(&t.conn, &entities, start_at))
         .collect();
     let wait = start_at - chrono::Utc::now().timestamp_millis();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use common::*;
 use s3db_core::ResourceConfig;
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{TestStore, TestWorker};
 use s3db_statemachine::{Machine, MachineBuilder, State, StateMachineEvent, Trigger};
 use serde_json::json;
 
@@ -417,42 +417,16 @@ async fn a_cron_tick_fires_once_across_processes() -> TestResult {
         .await?;
     m.initialize("a", json!({})).await?;
 
-    let exe = std::env::current_exe()?;
-    let mut children = Vec::new();
-    for _ in 0..2 {
-        children.push(
-            std::process::Command::new(&exe)
-                .args([
-                    "--exact",
-                    "cron_worker_process",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CONN, t.conn.to_string())
-                .env(RUN_FOR_MS, "4000")
-                .stdout(std::process::Stdio::null())
-                .spawn()?,
-        );
-    }
-    for mut child in children {
-        let pid = child.id();
-        let status = tokio::time::timeout(
-            Duration::from_secs(120),
-            tokio::task::spawn_blocking(move || {
-                let status = child.wait();
-                (status, child)
-            }),
-        )
-        .await;
-        match status {
-            Ok(Ok((Ok(status), _))) => assert!(status.success(), "worker {pid} failed"),
-            _ => {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-                panic!("worker {pid} did not finish");
-            }
-        }
+    let children: Vec<TestWorker> = (0..2)
+        .map(|_| {
+            TestWorker::spawn(
+                "cron_worker_process",
+                [(CONN, t.conn.to_string()), (RUN_FOR_MS, "4000".to_owned())],
+            )
+        })
+        .collect::<std::io::Result<_>>()?;
+    for child in children {
+        child.finish(Duration::from_secs(120)).await?;
     }
     let ids = ticks.list_ids().await?;
     let mut per_tick: std::collections::BTreeMap<String, Vec<String>> = Default::default();

@@ -1,5 +1,6 @@
-//! Test kit (feature `testing`): test stores on every backend, a fault-injecting decorator and the
-//! storage conformance suite, for this workspace and for third parties.
+//! Test kit (feature `testing`): test stores on every backend, a fault-injecting decorator, the
+//! storage conformance suite and worker processes for cross-process tests ([`TestWorker`]), for
+//! this workspace and for third parties.
 //!
 //! Server-backed tests find the S3 test server through `S3DB_TEST_S3` (a connection string such
 //! as `http://test:test@127.0.0.1:PORT/s3db-test`), or the file `target/services/services.env`
@@ -8,6 +9,7 @@
 
 pub mod conformance;
 pub mod plugin_conformance;
+pub mod worker;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::store::fault::{FaultCounter, FaultPlan, FaultyStore, InjectedFault};
 use crate::{ConnectionString, Store};
+pub use worker::{TestWorker, WorkerError, WorkerOutput, worker_var};
 
 /// Environment variable naming the S3 test server's connection string.
 pub const S3_ENV: &str = "S3DB_TEST_S3";
