@@ -1,40 +1,42 @@
 //! A failing audit write never fails the user's operation; it is reported by an event and a
-//! counter. The failure is real: the store refuses every write under `resource=plg_audits`.
+//! counter. The failure is real: the store refuses every write under `resource=plg_audits`
+//! (core's fault injector, armed between steps).
 
 mod common;
 
 use std::sync::Arc;
 
-use common::failing::FailWritesUnder;
 use common::*;
 use s3db_audit::{AUDITS_RESOURCE, AuditEvent, AuditOperation, AuditPlugin, AuditQuery, AuditUser};
-use s3db_core::testing::{FaultPlan, FaultyStore, TestStore};
+use s3db_core::testing::{FaultPlan, FaultSwitch, FaultyStore, TestStore};
 use s3db_core::{Database, RequestKind};
 use serde_json::json;
 
-async fn failing_db(t: &TestStore, switch: &Switch) -> s3db_core::Result<Database> {
+async fn failing_db(t: &TestStore, switch: &FaultSwitch) -> s3db_core::Result<Database> {
     let switch = switch.clone();
     Database::builder()
         .connection(t.conn.clone())
-        .store_layer(move |inner| {
-            Arc::new(FailWritesUnder::new(
-                inner,
-                &format!("resource={AUDITS_RESOURCE}"),
-                switch,
-            ))
-        })
+        .store_layer(move |inner| Arc::new(FaultyStore::switched(inner, &switch)))
         .connect()
         .await
 }
 
+/// Every PUT under `resource=plg_audits` fails before it reaches the store.
+fn audit_writes_fail() -> FaultPlan {
+    FaultPlan::new()
+        .only_kinds([RequestKind::Put])
+        .key_part(format!("resource={AUDITS_RESOURCE}"))
+        .fail_all()
+}
+
 async fn failed_writes_are_reported(t: TestStore) -> TestResult {
-    let switch = Switch::default();
+    let switch = FaultSwitch::new();
     let db = failing_db(&t, &switch).await?;
     let audit = db.use_plugin(AuditPlugin::new()).await?;
     let users = db.create_resource(users()).await?;
     let mut events = db.subscribe();
 
-    switch.on();
+    switch.arm(audit_writes_fail());
     // Every operation succeeds and really happened…
     let ann = AuditUser::scope(
         "alice",
@@ -72,7 +74,7 @@ async fn failed_writes_are_reported(t: TestStore) -> TestResult {
             } => {
                 assert_eq!(resource, "users");
                 assert!(!entry_id.is_empty());
-                assert!(error.contains("refuses writes"), "{error}");
+                assert!(error.contains("injected"), "{error}");
                 Some((operation, record_id))
             }
             _ => None,
@@ -91,7 +93,7 @@ async fn failed_writes_are_reported(t: TestStore) -> TestResult {
     assert_eq!(resource(&db, AUDITS_RESOURCE).count().await?, 0);
 
     // The store recovers: recording goes on.
-    switch.off();
+    switch.disarm();
     users.update("b", json!({"name": "Bee"})).await?;
     assert_eq!(audit.counters().written, 1);
     let entries = audit.query(&AuditQuery::new()).await?;

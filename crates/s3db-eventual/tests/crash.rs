@@ -4,11 +4,10 @@
 mod common;
 
 use s3db_core::plugin::CustomEvent;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{FaultMode, TestStore};
 use s3db_eventual::{EventualConsistencyPlugin, EventualEvent, Mode};
 
 const TX_DATA: &str = "resource=plg_wallets_tx_balance/data/";
@@ -37,7 +36,12 @@ async fn seed(h: &s3db_eventual::EventualHandle, n: u32) -> s3db_core::Result<f6
     Ok(sum)
 }
 
-async fn crash_then_rerun(crash: Crash, needles: &[&str], skip: u64, written: bool) -> TestResult {
+async fn crash_then_rerun(
+    crash: FaultMode,
+    needles: &[&str],
+    skip: u64,
+    written: bool,
+) -> TestResult {
     let t = TestStore::memory("eventual_crash");
     let (db, switch) = crashable(&t.conn).await?;
     let p = db.use_plugin(short_lease()).await?;
@@ -46,14 +50,14 @@ async fn crash_then_rerun(crash: Crash, needles: &[&str], skip: u64, written: bo
     let expected = seed(&h, 6).await?;
     let mut events = db.subscribe();
 
-    switch.arm(needles, skip, crash);
+    switch.arm(puts(needles, skip, crash));
     let failed = h.consolidate("w").await;
     switch.disarm();
     assert!(
         failed.is_err(),
         "{crash:?} at {needles:?} after {skip}: the consolidation must fail"
     );
-    assert!(switch.hits.load(Ordering::SeqCst) > 0);
+    assert!(switch.hits() > 0);
     // Whether the record write happened before the failure.
     let after_crash = h.value("w").await?;
     assert_eq!(after_crash, Some(if written { expected } else { 1000.0 }));
@@ -85,27 +89,27 @@ async fn crash_then_rerun(crash: Crash, needles: &[&str], skip: u64, written: bo
 
 #[tokio::test]
 async fn crash_after_the_record_write_before_any_mark() -> TestResult {
-    crash_then_rerun(Crash::Fail, &[TX_DATA], 0, true).await
+    crash_then_rerun(FaultMode::Fail, &[TX_DATA], 0, true).await
 }
 
 #[tokio::test]
 async fn crash_after_some_marks() -> TestResult {
-    crash_then_rerun(Crash::Fail, &[TX_DATA], 3, true).await
+    crash_then_rerun(FaultMode::Fail, &[TX_DATA], 3, true).await
 }
 
 #[tokio::test]
 async fn record_write_applied_but_its_answer_lost() -> TestResult {
-    crash_then_rerun(Crash::AnswerLost, &[RECORD], 0, true).await
+    crash_then_rerun(FaultMode::AnswerLost, &[RECORD], 0, true).await
 }
 
 #[tokio::test]
 async fn record_write_failed_before_reaching_the_store() -> TestResult {
-    crash_then_rerun(Crash::Fail, &[RECORD], 0, false).await
+    crash_then_rerun(FaultMode::Fail, &[RECORD], 0, false).await
 }
 
 #[tokio::test]
 async fn crash_writing_the_intent() -> TestResult {
-    crash_then_rerun(Crash::Fail, &["/consolidation/balance/"], 0, false).await
+    crash_then_rerun(FaultMode::Fail, &["/consolidation/balance/"], 0, false).await
 }
 
 #[tokio::test]
@@ -117,7 +121,7 @@ async fn a_user_update_after_the_crash_does_not_confuse_recovery() -> TestResult
     let wallets = db.create_resource(wallets()).await?;
     let h = p.field("wallets", "balance");
     let expected = seed(&h, 4).await?;
-    switch.arm(&[TX_DATA], 0, Crash::Fail);
+    switch.arm(puts(&[TX_DATA], 0, FaultMode::Fail));
     assert!(h.consolidate("w").await.is_err());
     switch.disarm();
     wallets
@@ -128,7 +132,7 @@ async fn a_user_update_after_the_crash_does_not_confuse_recovery() -> TestResult
 
     // Not written, then a user update: recognised as not written.
     h.add("w", 50).await?;
-    switch.arm(&[RECORD], 0, Crash::Fail);
+    switch.arm(puts(&[RECORD], 0, FaultMode::Fail));
     assert!(h.consolidate("w").await.is_err());
     switch.disarm();
     wallets
@@ -149,13 +153,13 @@ async fn a_consolidator_that_dies_mid_way_is_taken_over_after_its_lease() -> Tes
     let h = p.field("wallets", "balance");
     let expected = seed(&h, 5).await?;
     // It freezes on its second mark…
-    switch.arm(&[TX_DATA], 1, Crash::Hang);
+    switch.arm(puts(&[TX_DATA], 1, FaultMode::Hang));
     let dying = {
         let h = h.clone();
         tokio::spawn(async move { h.consolidate("w").await })
     };
     let frozen = async {
-        while switch.hits.load(Ordering::SeqCst) == 0 {
+        while switch.hits() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
@@ -163,14 +167,11 @@ async fn a_consolidator_that_dies_mid_way_is_taken_over_after_its_lease() -> Tes
         .await
         .unwrap_or_else(|_| panic!("the consolidator never reached its marks"));
     // … and dies without releasing its lock (the release its guard attempts on drop hangs).
-    switch.arm(&[LOCKS], 0, Crash::Hang);
+    switch.arm(puts(&[LOCKS], 0, FaultMode::Hang));
     dying.abort();
     let _ = dying.await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        switch.hits.load(Ordering::SeqCst) > 0,
-        "the release was attempted and swallowed"
-    );
+    assert!(switch.hits() > 0, "the release was attempted and swallowed");
     switch.disarm();
     assert_eq!(
         h.value("w").await?,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use s3db_core::plugin::CustomEvent;
-use s3db_core::testing::TestStore;
+use s3db_core::testing::{FaultMode, TestStore};
 use s3db_core::{ConnectionString, Database, Error, Key, Resource, ResourceConfig, Result};
 use s3db_eventual::{EventualConsistencyPlugin, EventualEvent, EventualExt, EventualHandle, Mode};
 use serde_json::json;
@@ -318,12 +318,9 @@ async fn failed_deletes_leave_only_fenced_transactions(conn: &ConnectionString) 
     twelve(&h, "alice").await?;
     let mut events = db.subscribe();
 
-    switch.arm_deletes(&[TX_DATA], 0, Crash::Fail);
+    switch.arm(deletes(&[TX_DATA], 0, FaultMode::Fail));
     users.delete("alice").await?;
-    assert!(
-        switch.hits.load(Ordering::SeqCst) > 0,
-        "the clean-up was hit"
-    );
+    assert!(switch.hits() > 0, "the clean-up was hit");
     assert!(!users.exists("alice").await?, "the record is deleted");
     let failures = cleanup_failures(&mut events);
     assert!(
@@ -379,7 +376,7 @@ async fn a_clean_up_that_cannot_lock_is_finished_by_the_background_consolidation
         let mut events = db.subscribe();
 
         // Nothing of the clean-up happens: it cannot take the record's lock.
-        switch.arm(&[LOCKS], 0, Crash::Fail);
+        switch.arm(puts(&[LOCKS], 0, FaultMode::Fail));
         users.delete("alice").await?;
         switch.disarm();
         assert!(!users.exists("alice").await?);
@@ -441,10 +438,10 @@ async fn an_interrupted_consolidation_of_a_deleted_record_does_not_bring_it_back
     assert_eq!(h.consolidate("alice").await?, 10.0);
     h.add("alice", 5).await?;
     // A consolidation planned +5 (its intent is written) and failed writing the record…
-    switch.arm(&[RECORD], 0, Crash::Fail);
+    switch.arm(puts(&[RECORD], 0, FaultMode::Fail));
     assert!(h.consolidate("alice").await.is_err());
     // … then the record is deleted, and its clean-up cannot run.
-    switch.arm(&[LOCKS], 0, Crash::Fail);
+    switch.arm(puts(&[LOCKS], 0, FaultMode::Fail));
     users.delete("alice").await?;
     switch.disarm();
     assert_eq!(stored_transactions(&db).await?, 2);
@@ -464,7 +461,7 @@ async fn garbage_collection_deletes_fenced_transactions_and_never_folds_them() -
     let (users, h) = setup(&db, Mode::Sync).await?;
     users.insert(json!({"id": "alice"})).await?;
     twelve(&h, "alice").await?;
-    switch.arm_deletes(&[TX_DATA], 0, Crash::Fail);
+    switch.arm(deletes(&[TX_DATA], 0, FaultMode::Fail));
     users.delete("alice").await?;
     users.insert(json!({"id": "alice"})).await?;
     twelve(&h, "alice").await?;
@@ -490,11 +487,11 @@ async fn an_interrupted_consolidation_left_behind_does_not_block_the_new_record(
     assert_eq!(h.consolidate("alice").await?, 10.0);
     h.add("alice", 5).await?;
     // A consolidation wrote the record (15) and failed marking its transaction applied…
-    switch.arm(&[TX_DATA], 0, Crash::Fail);
+    switch.arm(puts(&[TX_DATA], 0, FaultMode::Fail));
     assert!(h.consolidate("alice").await.is_err());
     assert_eq!(h.value("alice").await?, Some(15.0));
     // … then the record is deleted, and deleting its transactions fails: they stay, fenced.
-    switch.arm_deletes(&[TX_DATA], 0, Crash::Fail);
+    switch.arm(deletes(&[TX_DATA], 0, FaultMode::Fail));
     users.delete("alice").await?;
     assert_eq!(stored_transactions(&db).await?, 2);
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use s3db_core::testing::TestStore;
 use s3db_core::testing::plugin_conformance::{PluginCase, check_plugin};
+use s3db_core::testing::{FaultMode, TestStore};
 use s3db_eventual::{EventualConsistencyPlugin, EventualExt, Mode, PLUGIN_NAME};
 
 #[tokio::test]
@@ -145,7 +145,7 @@ async fn a_failed_sync_consolidation_is_picked_up_in_the_background() -> TestRes
         .await?;
     db.create_resource(wallets()).await?;
     let h = p.field("wallets", "balance");
-    switch.arm(&["resource=wallets/data/"], 0, Crash::Fail);
+    switch.arm(puts(&["resource=wallets/data/"], 0, FaultMode::Fail));
     let receipt = h.add("w", 9).await?;
     assert_eq!(receipt.value, None, "durable, not consolidated");
     switch.disarm();

@@ -34,6 +34,8 @@ pub use crate::log::{BY_STATUS, LOGS_RESOURCE, LogEntry, LogStatus};
 pub use crate::rule::{Filter, ResourceRule, SecretPolicy, Transform};
 #[cfg(feature = "sqs")]
 pub use crate::target::SqsTarget;
+#[cfg(feature = "sql")]
+pub use crate::target::{DEFAULT_BUSY_TIMEOUT, SqlTarget};
 pub use crate::target::{ReplicationError, S3dbTarget, SourceResource, Target, WebhookTarget};
 
 use crate::config::Config;

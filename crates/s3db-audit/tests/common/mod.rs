@@ -3,13 +3,10 @@
 
 use s3db_core::plugin::CustomEvent;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use s3db_audit::{AuditEvent, AuditPlugin};
 use s3db_core::plugin::Event;
 use s3db_core::{ConnectionString, Database, Resource, ResourceConfig, Result};
-
-pub mod failing;
 
 pub type TestResult = Result<()>;
 
@@ -53,20 +50,4 @@ pub fn audit_events(events: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec
         }
     }
     out
-}
-
-/// A switch shared by a test and a store decorator.
-#[derive(Debug, Clone, Default)]
-pub struct Switch(Arc<AtomicBool>);
-
-impl Switch {
-    pub fn on(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    pub fn off(&self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-    pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
 }

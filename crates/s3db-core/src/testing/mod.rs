@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use crate::store::fault::{FaultCounter, FaultPlan, FaultyStore, InjectedFault};
+pub use crate::store::fault::{
+    FaultCounter, FaultMode, FaultPlan, FaultSwitch, FaultyStore, InjectedFault,
+};
 use crate::{ConnectionString, Store};
 pub use worker::{TestWorker, WorkerError, WorkerOutput, worker_var};
 

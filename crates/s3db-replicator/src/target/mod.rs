@@ -2,10 +2,12 @@
 //! a concurrency limit, statistics and the failure log around it.
 //!
 //! Drivers here: [`S3dbTarget`] (another s3db database, any backend), [`WebhookTarget`] (HTTP
-//! POST) and, with the `sqs` feature, [`SqsTarget`]. An SQL target would be one more
-//! implementation of [`Target`] behind a feature of its own (not written yet).
+//! POST), with the `sqs` feature [`SqsTarget`], and with the `sql` feature `SqlTarget` (a
+//! SQLite database, one table per resource).
 
 mod s3db;
+#[cfg(feature = "sql")]
+mod sql;
 #[cfg(feature = "sqs")]
 mod sqs;
 mod webhook;
@@ -15,6 +17,8 @@ use std::time::Duration;
 use s3db_core::plugin::{ResourceDefinition, async_trait};
 
 pub use self::s3db::S3dbTarget;
+#[cfg(feature = "sql")]
+pub use self::sql::{DEFAULT_BUSY_TIMEOUT, SqlTarget};
 #[cfg(feature = "sqs")]
 pub use self::sqs::SqsTarget;
 pub use self::webhook::WebhookTarget;
@@ -46,12 +50,25 @@ pub enum ReplicationError {
     /// fixed: a missing resource, a schema mismatch, a bad request).
     #[error("rejected: {0}")]
     Rejected(String),
+    /// An SQL target's database refused or failed (its path cannot be opened, the disk is full,
+    /// another connection holds the lock…).
+    #[error("SQL database: {message}")]
+    Sql {
+        /// SQLite's extended result code, when the database gave one (its low byte is the
+        /// primary code: 5 `SQLITE_BUSY`, 6 `SQLITE_LOCKED`, 13 `SQLITE_FULL`…).
+        code: Option<i32>,
+        /// Whether retrying may succeed: the database was busy or locked by another connection.
+        transient: bool,
+        /// What the database said.
+        message: String,
+    },
 }
 
 impl ReplicationError {
     /// Whether retrying the same change may succeed (timeouts, transport errors, HTTP 5xx, 408,
-    /// 429, transient storage errors). Permanent errors are not retried, but are logged (when
-    /// the log is on) for [`crate::ReplicatorPlugin::retry_failed`] once the cause is fixed.
+    /// 429, transient storage errors, a busy or locked SQL database). Permanent errors are not
+    /// retried, but are logged (when the log is on) for
+    /// [`crate::ReplicatorPlugin::retry_failed`] once the cause is fixed.
     #[must_use]
     pub fn is_transient(&self) -> bool {
         match self {
@@ -60,6 +77,7 @@ impl ReplicationError {
                 *status >= 500 || *status == 408 || *status == 429
             }
             ReplicationError::Database(e) => e.is_transient() || e.is_conflict(),
+            ReplicationError::Sql { transient, .. } => *transient,
             ReplicationError::Rejected(_) => false,
         }
     }
