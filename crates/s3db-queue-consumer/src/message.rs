@@ -12,48 +12,20 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// What a message asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Insert `data` (its `id`, if any, is the record's id).
-    Insert,
-    /// Merge `data` (less its `id`) into the record `data.id`.
-    Update,
-    /// Delete the record `data.id` (deleting a missing record succeeds).
-    Delete,
-}
+/// What a message asks for (core's [`WriteAction`]): insert `data` (its `id`, if any, is the
+/// record's id), merge `data` (less its `id`) into the record `data.id`, or delete the record
+/// `data.id` (deleting a missing record succeeds).
+pub use s3db_core::plugin::WriteAction as Action;
 
-impl Action {
-    /// Every action.
-    pub const ALL: [Action; 3] = [Action::Insert, Action::Update, Action::Delete];
-
-    /// The action's name in messages: `insert`, `update`, `delete`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Insert => "insert",
-            Action::Update => "update",
-            Action::Delete => "delete",
-        }
-    }
-
-    /// Reads an action name: `insert` / `update` / `delete`, also in the past tense the original's
-    /// docs use (`inserted`, …), any case, surrounding spaces ignored.
-    #[must_use]
-    pub fn parse(name: &str) -> Option<Self> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "insert" | "inserted" => Some(Action::Insert),
-            "update" | "updated" => Some(Action::Update),
-            "delete" | "deleted" => Some(Action::Delete),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// Reads an action name leniently: `insert` / `update` / `delete`, also in the past tense the
+/// original's docs use (`inserted`, …), any case, surrounding spaces ignored.
+#[must_use]
+pub fn parse_action(name: &str) -> Option<Action> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "insert" | "inserted" => Some(Action::Insert),
+        "update" | "updated" => Some(Action::Update),
+        "delete" | "deleted" => Some(Action::Delete),
+        _ => None,
     }
 }
 
@@ -221,7 +193,7 @@ pub(crate) fn parse(
     };
     let resource = field(&object, "resource").ok_or(BadMessage::MissingResource)?;
     let action_name = field(&object, "action").ok_or(BadMessage::MissingAction)?;
-    let action = Action::parse(&action_name).ok_or(BadMessage::UnknownAction {
+    let action = parse_action(&action_name).ok_or(BadMessage::UnknownAction {
         action: action_name,
     })?;
     let mut data = match object.remove("data") {
@@ -386,10 +358,10 @@ mod tests {
         let c = parse(&m.to_body(), &no_attrs()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((c.action, c.id.as_deref()), (Action::Update, Some("u1")));
         assert_eq!(c.data.get("name"), Some(&json!("N")));
-        assert_eq!(Action::parse(" Deleted "), Some(Action::Delete));
-        assert_eq!(Action::parse("upsert"), None);
+        assert_eq!(parse_action(" Deleted "), Some(Action::Delete));
+        assert_eq!(parse_action("upsert"), None);
         for a in Action::ALL {
-            assert_eq!(Action::parse(a.as_str()), Some(a));
+            assert_eq!(parse_action(a.as_str()), Some(a));
         }
     }
 }

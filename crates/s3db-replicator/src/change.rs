@@ -1,51 +1,15 @@
 //! Changes: what a target receives for one insert, update or delete, and how a record becomes
 //! one (internal fields stripped, secrets handled, filter and transform applied).
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use s3db_core::plugin::Document;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What happened to a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// A record was inserted (or copied by [`crate::ReplicatorPlugin::sync_all`]).
-    Insert,
-    /// A record was updated (update, patch, replace, or an upsert of an existing record).
-    Update,
-    /// A record was deleted.
-    Delete,
-}
-
-impl Action {
-    /// Every action.
-    pub const ALL: [Action; 3] = [Action::Insert, Action::Update, Action::Delete];
-
-    /// `insert`, `update` or `delete`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Insert => "insert",
-            Action::Update => "update",
-            Action::Delete => "delete",
-        }
-    }
-
-    /// The action named `name`.
-    #[must_use]
-    pub fn parse(name: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.as_str() == name)
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What happened to a record (core's [`WriteAction`]: `insert`, `update` — update, patch, replace
+/// or an upsert of an existing record — or `delete`; [`crate::ReplicatorPlugin::sync_all`] copies
+/// records as inserts).
+pub use s3db_core::plugin::WriteAction as Action;
 
 /// One change as a target receives it. Serialized (SQS message body, webhook body) as
 /// `{"resource", "source_resource", "action", "id", "data", "before", "timestamp"}`.
@@ -130,13 +94,5 @@ mod tests {
         let mut kept = doc(json!({"token": "t", "_v": 1}));
         strip(&mut kept, &["token".into()], true);
         assert_eq!(Value::Object(kept), json!({"token": "t"}));
-    }
-
-    #[test]
-    fn actions_round_trip() {
-        for a in Action::ALL {
-            assert_eq!(Action::parse(a.as_str()), Some(a));
-        }
-        assert_eq!(Action::parse("upsert"), None);
     }
 }

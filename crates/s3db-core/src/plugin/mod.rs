@@ -23,6 +23,7 @@ mod context;
 mod custom_event;
 mod selection;
 pub mod storage;
+mod write_action;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use self::context::PluginContext;
 pub use self::custom_event::CustomEvent;
 pub use self::selection::{BadNameReason, ResourceSelection, SelectionError};
 pub use self::storage::*;
+pub use self::write_action::WriteAction;
 pub use crate::database::Database;
 pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::resource::hooks::{
