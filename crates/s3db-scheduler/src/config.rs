@@ -6,12 +6,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use s3db_core::Database;
 
 use crate::SchedulerPlugin;
-use crate::schedule::{CronField, Schedule, ScheduleSpec, parse_offset, utc};
+use crate::schedule::{CronField, Schedule, ScheduleSpec, Zone, parse_zone, utc};
 
 /// Default time limit of one attempt of a job (as the original: 60 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -124,7 +124,8 @@ impl Job {
         }
     }
 
-    /// The job's time zone: `UTC` or a fixed offset such as `+02:00` (default: the plugin's).
+    /// The job's time zone: `UTC`, a fixed offset such as `+02:00`, or an IANA zone name such as
+    /// `Europe/Lisbon` (default: the plugin's).
     #[must_use]
     pub fn timezone(mut self, timezone: impl Into<String>) -> Self {
         self.timezone = Some(timezone.into());
@@ -175,11 +176,11 @@ impl Job {
     }
 
     /// Validates the job in the plugin's default time zone.
-    pub(crate) fn validate(self, default_tz: FixedOffset) -> Result<JobDef, ConfigError> {
+    pub(crate) fn validate(self, default_tz: Zone) -> Result<JobDef, ConfigError> {
         check_name(&self.name)?;
         let offset = match &self.timezone {
             None => default_tz,
-            Some(tz) => parse_offset(tz).map_err(|reason| ConfigError::BadTimezone {
+            Some(tz) => parse_zone(tz).map_err(|reason| ConfigError::BadTimezone {
                 job: Some(self.name.clone()),
                 timezone: tz.clone(),
                 reason,
@@ -241,7 +242,7 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-    /// A time zone that is not UTC or a fixed offset.
+    /// A time zone that is not UTC, a fixed offset or a known IANA zone name.
     #[error("{}bad time zone {timezone:?}: {reason}", job.as_ref().map(|j| format!("job {j}: ")).unwrap_or_default())]
     BadTimezone {
         /// The job, or `None` for the plugin's default.
@@ -282,7 +283,7 @@ pub(crate) struct Settings {
     pub(crate) history_retention: Option<Duration>,
     pub(crate) cleanup_interval: Duration,
     pub(crate) stop_grace: Duration,
-    pub(crate) default_tz: FixedOffset,
+    pub(crate) default_tz: Zone,
 }
 
 /// Builds a [`SchedulerPlugin`]; every setting is checked by [`SchedulerBuilder::build`].
@@ -317,7 +318,8 @@ impl SchedulerBuilder {
         self
     }
 
-    /// The default time zone of jobs: `UTC` (the default) or a fixed offset such as `-05:00`.
+    /// The default time zone of jobs: `UTC` (the default), a fixed offset such as `-05:00`, or an
+    /// IANA zone name such as `America/New_York`.
     #[must_use]
     pub fn timezone(mut self, timezone: impl Into<String>) -> Self {
         self.timezone = Some(timezone.into());
@@ -363,8 +365,8 @@ impl SchedulerBuilder {
     /// job name, duplicate job, or setting.
     pub fn build(self) -> Result<SchedulerPlugin, ConfigError> {
         let default_tz = match &self.timezone {
-            None => utc(),
-            Some(tz) => parse_offset(tz).map_err(|reason| ConfigError::BadTimezone {
+            None => Zone::Fixed(utc()),
+            Some(tz) => parse_zone(tz).map_err(|reason| ConfigError::BadTimezone {
                 job: None,
                 timezone: tz.clone(),
                 reason,

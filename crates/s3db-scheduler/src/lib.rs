@@ -22,7 +22,7 @@ pub use crate::config::{
 };
 pub use crate::events::SchedulerEvent;
 pub use crate::history::{EXECUTIONS_RESOURCE, Execution, ExecutionStatus, HistoryQuery, Trigger};
-pub use crate::schedule::{CronField, Schedule, ScheduleSpec};
+pub use crate::schedule::{CronField, Schedule, ScheduleSpec, Zone};
 
 use crate::config::{JobDef, Settings};
 use crate::runner::{Core, Installed, Slot, lock};
@@ -71,8 +71,10 @@ pub struct JobStatus {
     pub name: String,
     /// Its schedule as given.
     pub schedule: String,
-    /// Its time zone.
+    /// The UTC offset of its time zone now (for a named zone, it changes with daylight saving).
     pub timezone: FixedOffset,
+    /// Its time zone.
+    pub zone: Zone,
     /// Whether it runs on its schedule.
     pub enabled: bool,
     /// Runs of it going on in this process.
@@ -325,6 +327,7 @@ fn status_of(s: &Slot) -> JobStatus {
         name: job.name.clone(),
         schedule: s.def.schedule.spec().to_string(),
         timezone: s.def.schedule.offset(),
+        zone: s.def.schedule.zone(),
         enabled: s.enabled,
         running: s.running,
         next_run: s
@@ -365,12 +368,7 @@ async fn register(
         return Ok(());
     };
     let ids = timer
-        .add(
-            job,
-            generation,
-            def.schedule.patterns(),
-            def.schedule.offset(),
-        )
+        .add(job, generation, &def.schedule)
         .await
         .map_err(|reason| ConfigError::BadSchedule {
             job: job.to_owned(),
@@ -524,7 +522,10 @@ async fn dispatch(
                     if !s.enabled || s.generation != fire.generation {
                         return None;
                     }
-                    let tick = s.def.schedule.tick_at_or_before(fire.pattern, fire.at)?;
+                    let tick = match fire.tick {
+                        Some(tick) => tick,
+                        None => s.def.schedule.tick_at_or_before(fire.pattern, fire.at)?,
+                    };
                     if s.last_tick.is_some_and(|last| last >= tick) {
                         return None;
                     }

@@ -1,5 +1,6 @@
 //! Schedules: the 5-field cron syntax (with `@hourly` … names), aligned `every(Duration)`
-//! intervals, fixed UTC offsets, and how a schedule is handed to `tokio-cron-scheduler`.
+//! intervals, time zones (UTC, fixed offsets, IANA names), and how a schedule is handed to
+//! `tokio-cron-scheduler` (fixed offsets) or computed here tick by tick (named zones).
 //!
 //! A schedule is validated field by field before anything else sees it, so a mistake is reported
 //! with the field that holds it. It is then rewritten as one or two 6-field patterns (a seconds
@@ -14,9 +15,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, Offset, SubsecRound, Utc};
-use croner::Cron;
+use chrono::{DateTime, FixedOffset, LocalResult, Offset, SubsecRound, TimeZone, Utc};
+use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
+use croner::{Cron, JobType};
 
 use crate::config::ConfigError;
 
@@ -128,11 +130,53 @@ impl fmt::Display for ScheduleSpec {
     }
 }
 
-/// A validated schedule in a time zone (a fixed UTC offset).
+/// A time zone: a fixed UTC offset, or an IANA zone (`Europe/Lisbon`) whose offset follows its
+/// daylight-saving rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    /// A fixed offset (UTC is `+00:00`).
+    Fixed(FixedOffset),
+    /// An IANA time zone.
+    Named(Tz),
+}
+
+impl Zone {
+    /// The UTC offset in effect at `t`.
+    #[must_use]
+    pub fn offset_at(&self, t: DateTime<Utc>) -> FixedOffset {
+        match self {
+            Zone::Fixed(o) => *o,
+            Zone::Named(tz) => tz.offset_from_utc_datetime(&t.naive_utc()).fix(),
+        }
+    }
+}
+
+impl From<FixedOffset> for Zone {
+    fn from(o: FixedOffset) -> Self {
+        Zone::Fixed(o)
+    }
+}
+
+impl From<Tz> for Zone {
+    fn from(tz: Tz) -> Self {
+        Zone::Named(tz)
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Zone::Fixed(o) => write!(f, "UTC{o}"),
+            Zone::Named(tz) => f.write_str(tz.name()),
+        }
+    }
+}
+
+/// A validated schedule in a time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     spec: ScheduleSpec,
-    offset: FixedOffset,
+    zone: Zone,
     /// The 6-field patterns handed to `tokio-cron-scheduler` (one, or two for a day-of-month OR
     /// day-of-week schedule).
     patterns: Vec<String>,
@@ -140,11 +184,13 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Validates `spec` for the job `job` in the time zone `offset`.
+    /// Validates `spec` for the job `job` in the time zone `zone` (a [`FixedOffset`] or a
+    /// [`Tz`]).
     ///
     /// # Errors
     /// [`ConfigError::BadSchedule`] naming the job, the field and what is wrong.
-    pub fn new(job: &str, spec: ScheduleSpec, offset: FixedOffset) -> Result<Self, ConfigError> {
+    pub fn new(job: &str, spec: ScheduleSpec, zone: impl Into<Zone>) -> Result<Self, ConfigError> {
+        let zone = zone.into();
         let shown = spec.to_string();
         let bad = |field: Option<CronField>, reason: String| ConfigError::BadSchedule {
             job: job.to_owned(),
@@ -170,7 +216,7 @@ impl Schedule {
             .collect::<Result<Vec<_>, _>>()?;
         let schedule = Self {
             spec,
-            offset,
+            zone,
             patterns,
             crons,
         };
@@ -188,25 +234,40 @@ impl Schedule {
 
     /// The time zone it is evaluated in.
     #[must_use]
-    pub fn offset(&self) -> FixedOffset {
-        self.offset
+    pub fn zone(&self) -> Zone {
+        self.zone
     }
 
-    /// The 6-field patterns handed to `tokio-cron-scheduler`.
+    /// The UTC offset in effect now (for a named zone it changes with daylight saving).
+    #[must_use]
+    pub fn offset(&self) -> FixedOffset {
+        self.zone.offset_at(Utc::now())
+    }
+
+    /// The 6-field patterns (for a fixed offset, handed to `tokio-cron-scheduler`).
     #[must_use]
     pub fn patterns(&self) -> &[String] {
         &self.patterns
     }
 
-    /// The first tick strictly after `t`.
+    /// The first tick strictly after `t`, in whole seconds.
     #[must_use]
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = t.with_timezone(&self.offset);
-        self.crons
-            .iter()
-            .filter_map(|c| c.find_next_occurrence(&local, false).ok())
-            .map(|d| d.with_timezone(&Utc))
-            .min()
+        match self.zone {
+            Zone::Fixed(offset) => {
+                let local = t.with_timezone(&offset);
+                self.crons
+                    .iter()
+                    .filter_map(|c| c.find_next_occurrence(&local, false).ok())
+                    .map(|d| d.with_timezone(&Utc))
+                    .min()
+            }
+            Zone::Named(tz) => self
+                .crons
+                .iter()
+                .filter_map(|c| next_in_zone(c, tz, t))
+                .min(),
+        }
     }
 
     /// The latest tick of pattern `pattern` at or before `t`: the identity of the tick that
@@ -218,7 +279,8 @@ impl Schedule {
         t: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         // Ticks are whole seconds; the parser would keep the fraction of a matching second.
-        let local = t.trunc_subsecs(0).with_timezone(&self.offset);
+        let t = t.trunc_subsecs(0);
+        let local = t.with_timezone(&self.zone.offset_at(t));
         self.crons
             .get(pattern)?
             .find_previous_occurrence(&local, true)
@@ -229,15 +291,107 @@ impl Schedule {
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (UTC{})", self.spec, self.offset)
+        write!(f, "{} ({})", self.spec, self.zone)
     }
 }
 
-/// Parses a time zone: `UTC`, `Z`, or a fixed offset `+HH:MM` / `-HH:MM` / `+HH`.
+/// How far [`next_in_zone`] looks for the next tick (a schedule fires at least once in 8 years,
+/// or it never fires).
+const SEARCH_DAYS: i64 = 8 * 366;
+
+/// The first tick of `cron` strictly after `t` in the named zone `tz`, as a UTC instant.
 ///
-/// Named zones (`Europe/Paris`) are refused: `tokio-cron-scheduler` turns a zone into the offset
-/// it has when the job is created, so a named zone would be an hour off after the next daylight
-/// saving change. A fixed offset is exact.
+/// The search runs in the fixed offset in effect, from one offset change to the next, so every
+/// tick is a real local time at the offset the zone has at that instant:
+/// - a local time skipped when the clocks go forward (02:30 on a spring-forward night) does not
+///   exist, so it does not fire that day; times after the gap fire as usual;
+/// - a local time repeated when the clocks go back fires in both passes for an interval or
+///   wildcard schedule (`*/15 * * * *`: real time keeps going), but only once, in its first
+///   pass, for a fixed-time schedule (one minute and one hour, such as `30 1 * * *`).
+fn next_in_zone(cron: &Cron, tz: Tz, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let fixed_time = cron.determine_job_type() == JobType::FixedTime;
+    let limit = t + chrono::Duration::days(SEARCH_DAYS);
+    let mut from = t.trunc_subsecs(0);
+    let mut inclusive = false;
+    while from < limit {
+        let offset = Zone::Named(tz).offset_at(from);
+        let candidate = cron
+            .find_next_occurrence(&from.with_timezone(&offset), inclusive)
+            .ok()?
+            .with_timezone(&Utc);
+        if let Some(change) = offset_change(tz, offset, from, candidate) {
+            // The offset changes before the candidate: go on from the change, in the new offset.
+            from = change;
+            inclusive = true;
+            continue;
+        }
+        if fixed_time && is_second_pass(tz, candidate) {
+            from = candidate;
+            inclusive = false;
+            continue;
+        }
+        return Some(candidate);
+    }
+    None
+}
+
+/// The first instant in `(from, to]` at which `tz` is no longer at `offset`, if any.
+fn offset_change(
+    tz: Tz,
+    offset: FixedOffset,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let zone = Zone::Named(tz);
+    let differs = |t: DateTime<Utc>| zone.offset_at(t) != offset;
+    // Offsets change at most once a day: step a day at a time, then bisect the day.
+    let day = chrono::Duration::days(1);
+    let mut lo = from;
+    loop {
+        let hi = (lo + day).min(to);
+        if differs(hi) {
+            let (mut lo, mut hi) = (lo, hi);
+            // `lo` is at `offset`, `hi` is not.
+            while hi - lo > chrono::Duration::seconds(1) {
+                let mid = lo + (hi - lo) / 2;
+                let mid = mid.trunc_subsecs(0);
+                if differs(mid) { hi = mid } else { lo = mid }
+            }
+            return Some(hi);
+        }
+        if hi >= to {
+            return None;
+        }
+        lo = hi;
+    }
+}
+
+/// Whether the UTC instant `t` is the second occurrence of a local time repeated when `tz`'s
+/// clocks went back.
+fn is_second_pass(tz: Tz, t: DateTime<Utc>) -> bool {
+    let local = t.with_timezone(&tz).naive_local();
+    matches!(tz.from_local_datetime(&local), LocalResult::Ambiguous(first, _) if first.with_timezone(&Utc) != t)
+}
+
+/// Parses a time zone: `UTC`, `Z`, a fixed offset `+HH:MM` / `-HH:MM` / `+HH`, or an IANA zone
+/// name (`Europe/Lisbon`, `America/New_York`, exact case).
+///
+/// # Errors
+/// A reason, for [`ConfigError::BadTimezone`].
+pub fn parse_zone(s: &str) -> Result<Zone, String> {
+    let t = s.trim();
+    if t.starts_with(['+', '-']) || t.eq_ignore_ascii_case("utc") || t.eq_ignore_ascii_case("z") {
+        return parse_offset(t).map(Zone::Fixed);
+    }
+    t.parse::<Tz>().map(Zone::Named).map_err(|_| {
+        format!(
+            "unknown time zone {t:?}: expected UTC, a fixed offset such as +02:00, or an IANA \
+             zone name such as Europe/Lisbon"
+        )
+    })
+}
+
+/// Parses a fixed time zone: `UTC`, `Z`, or a fixed offset `+HH:MM` / `-HH:MM` / `+HH`.
 ///
 /// # Errors
 /// A reason, for [`ConfigError::BadTimezone`].
@@ -249,15 +403,7 @@ pub fn parse_offset(s: &str) -> Result<FixedOffset, String> {
     let (sign, rest) = match t.as_bytes().first() {
         Some(b'+') => (1, &t[1..]),
         Some(b'-') => (-1, &t[1..]),
-        _ => {
-            return Err(if t.contains('/') {
-                "named time zones are not supported (their offset would freeze at job creation); \
-                 use a fixed UTC offset such as +02:00"
-                    .to_owned()
-            } else {
-                "expected UTC or a fixed offset such as +02:00 or -05:30".to_owned()
-            });
-        }
+        _ => return Err("expected UTC or a fixed offset such as +02:00 or -05:30".to_owned()),
     };
     let (h, m) = match rest.split_once(':') {
         Some((h, m)) => (h, m),
@@ -559,6 +705,153 @@ mod tests {
         Ok(())
     }
 
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .single()
+            .unwrap_or_else(|| panic!("bad test time"))
+    }
+
+    fn lisbon(expr: &str) -> Result<Schedule, ConfigError> {
+        Schedule::new("j", expr.into(), Tz::Europe__Lisbon)
+    }
+
+    /// The ticks of `s` after `from`, `n` of them.
+    fn ticks(s: &Schedule, from: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        std::iter::successors(s.next_after(from), |t| s.next_after(*t))
+            .take(n)
+            .collect()
+    }
+
+    // In 2030 Lisbon goes from WET (+00) to WEST (+01) on Sunday 31 March at 01:00 UTC
+    // (local 01:00 → 02:00), and back on Sunday 27 October at 01:00 UTC (local 02:00 → 01:00).
+
+    #[test]
+    fn a_named_zone_follows_daylight_saving() -> Result<(), ConfigError> {
+        let s = lisbon("0 9 * * *")?;
+        assert_eq!(s.zone(), Zone::Named(Tz::Europe__Lisbon));
+        // 09:00 local: 09:00 UTC in winter, 08:00 UTC from the last Sunday of March.
+        assert_eq!(
+            ticks(&s, at(2030, 3, 29, 12, 0), 3),
+            [
+                at(2030, 3, 30, 9, 0),
+                at(2030, 3, 31, 8, 0),
+                at(2030, 4, 1, 8, 0)
+            ]
+        );
+        // And back in October.
+        assert_eq!(
+            ticks(&s, at(2030, 10, 26, 12, 0), 2),
+            [at(2030, 10, 27, 9, 0), at(2030, 10, 28, 9, 0)]
+        );
+        // New York (second Sunday of March 2030 = the 10th): 09:00 EST = 14:00, EDT = 13:00.
+        let ny = Schedule::new("j", "0 9 * * *".into(), Tz::America__New_York)?;
+        assert_eq!(
+            ticks(&ny, at(2030, 3, 9, 0, 0), 2),
+            [at(2030, 3, 9, 14, 0), at(2030, 3, 10, 13, 0)]
+        );
+        // A fixed offset does not move.
+        let fixed = Schedule::new("j", "0 9 * * *".into(), utc())?;
+        assert_eq!(
+            ticks(&fixed, at(2030, 3, 29, 12, 0), 3),
+            [
+                at(2030, 3, 30, 9, 0),
+                at(2030, 3, 31, 9, 0),
+                at(2030, 4, 1, 9, 0)
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_skipped_local_time_does_not_fire_that_day() -> Result<(), ConfigError> {
+        // 01:30 does not exist in Lisbon on 2030-03-31.
+        let s = lisbon("30 1 * * *")?;
+        assert_eq!(
+            ticks(&s, at(2030, 3, 29, 12, 0), 3),
+            [
+                at(2030, 3, 30, 1, 30),
+                at(2030, 4, 1, 0, 30),
+                at(2030, 4, 2, 0, 30)
+            ]
+        );
+        // An interval skips the missing hour and goes on at 02:00 local (01:00 UTC).
+        let s = lisbon("*/30 * * * *")?;
+        assert_eq!(
+            ticks(&s, at(2030, 3, 31, 0, 15), 3),
+            [
+                at(2030, 3, 31, 0, 30),
+                at(2030, 3, 31, 1, 0),
+                at(2030, 3, 31, 1, 30)
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_repeated_local_hour() -> Result<(), ConfigError> {
+        // 01:30 local happens twice on 2030-10-27 (00:30 and 01:30 UTC): a fixed time fires
+        // once, in the first pass.
+        let s = lisbon("30 1 * * *")?;
+        assert_eq!(
+            ticks(&s, at(2030, 10, 26, 12, 0), 3),
+            [
+                at(2030, 10, 27, 0, 30),
+                at(2030, 10, 28, 1, 30),
+                at(2030, 10, 29, 1, 30)
+            ]
+        );
+        // Also when looking from inside the second pass, before its 01:30.
+        assert_eq!(
+            s.next_after(at(2030, 10, 27, 1, 10)),
+            Some(at(2030, 10, 28, 1, 30))
+        );
+        // An interval fires in both passes: real time keeps going.
+        let s = lisbon("*/30 * * * *")?;
+        assert_eq!(
+            ticks(&s, at(2030, 10, 26, 23, 50), 6),
+            [
+                at(2030, 10, 27, 0, 0),
+                at(2030, 10, 27, 0, 30),
+                at(2030, 10, 27, 1, 0),
+                at(2030, 10, 27, 1, 30),
+                at(2030, 10, 27, 2, 0),
+                at(2030, 10, 27, 2, 30),
+            ]
+        );
+        let s = Schedule::new("j", Duration::from_secs(15).into(), Tz::Europe__Lisbon)?;
+        let from = at(2030, 10, 27, 0, 59) + chrono::Duration::milliseconds(45_500);
+        assert_eq!(
+            ticks(&s, from, 2),
+            [
+                at(2030, 10, 27, 1, 0),
+                at(2030, 10, 27, 1, 0) + chrono::Duration::seconds(15)
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn rare_schedules_in_a_named_zone() -> Result<(), ConfigError> {
+        // Once a year, and a 29 February: the search goes across several offset changes.
+        let s = lisbon("0 12 29 2 *")?;
+        assert_eq!(
+            s.next_after(at(2030, 3, 1, 0, 0)),
+            Some(at(2032, 2, 29, 12, 0))
+        );
+        let s = lisbon("@yearly")?;
+        assert_eq!(
+            s.next_after(at(2030, 6, 1, 0, 0)),
+            Some(at(2031, 1, 1, 0, 0))
+        );
+        // Summer: midnight local is 23:00 UTC the day before.
+        let s = lisbon("0 0 1 7 *")?;
+        assert_eq!(
+            s.next_after(at(2030, 1, 1, 0, 0)),
+            Some(at(2030, 6, 30, 23, 0))
+        );
+        Ok(())
+    }
+
     #[test]
     fn offsets() {
         assert_eq!(parse_offset("UTC").map(|o| o.local_minus_utc()), Ok(0));
@@ -570,7 +863,14 @@ mod tests {
             parse_offset("-03").map(|o| o.local_minus_utc()),
             Ok(-10_800)
         );
-        assert!(parse_offset("Europe/Paris").is_err_and(|r| r.contains("named")));
+        assert!(parse_offset("Europe/Paris").is_err());
+        assert_eq!(parse_zone("UTC"), Ok(Zone::Fixed(utc())));
+        assert_eq!(
+            parse_zone("Europe/Lisbon"),
+            Ok(Zone::Named(Tz::Europe__Lisbon))
+        );
+        assert!(parse_zone("Mars/Base").is_err_and(|r| r.contains("Mars/Base")));
+        assert!(parse_zone("+25:00").is_err());
         assert!(parse_offset("+25:00").is_err());
         assert!(parse_offset("+1:99").is_err());
     }

@@ -1,17 +1,31 @@
 //! The clock: a `tokio-cron-scheduler` instance that only tells the plugin "job X's pattern P
 //! fired"; claiming and running the tick happen in the plugin's own tasks.
 //!
+//! `tokio-cron-scheduler` freezes a time zone's offset when a job is created, so it only clocks
+//! jobs in UTC or a fixed offset. A job in a named zone (`Europe/Lisbon`) gets a task of its own
+//! on the same runtime instead: it computes the next tick with croner in the zone (see
+//! [`Schedule::next_after`]), sleeps until then and reports that exact tick.
+//!
 //! `tokio-cron-scheduler` spawns a dozen actor tasks with `tokio::spawn` that its `shutdown`
 //! does not end (they hold each other's channels). So the instance lives on a runtime of its
 //! own, on a thread of its own: stopping the timer shuts the scheduler down and then drops that
 //! runtime, which ends every one of its tasks, and the thread exits. Nothing is left behind.
 
+use std::collections::HashMap;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
 use uuid::Uuid;
+
+use crate::schedule::{Schedule, Zone};
+
+/// The longest a named-zone job's task sleeps before looking at the wall clock again (so a
+/// clock that is set, or a machine that sleeps, does not delay a tick by much).
+const MAX_NAP: Duration = Duration::from_secs(30);
 
 /// "Pattern `pattern` of job `job` fired at `at`."
 #[derive(Debug, Clone)]
@@ -21,14 +35,16 @@ pub(crate) struct Fire {
     pub(crate) generation: u64,
     pub(crate) pattern: usize,
     pub(crate) at: DateTime<Utc>,
+    /// The tick itself, when the clock knows it (named zones); otherwise it is the latest tick
+    /// of `pattern` at or before `at`.
+    pub(crate) tick: Option<DateTime<Utc>>,
 }
 
 enum Command {
     Add {
         job: String,
         generation: u64,
-        patterns: Vec<String>,
-        offset: FixedOffset,
+        schedule: Box<Schedule>,
         reply: oneshot::Sender<Result<Vec<Uuid>, String>>,
     },
     Remove {
@@ -76,21 +92,41 @@ impl Timer {
                         return;
                     }
                     let _ = ready_tx.send(Ok(()));
+                    let mut loops: HashMap<Uuid, AbortHandle> = HashMap::new();
                     while let Some(cmd) = rx.recv().await {
                         match cmd {
                             Command::Add {
                                 job,
                                 generation,
-                                patterns,
-                                offset,
+                                schedule,
                                 reply,
                             } => {
-                                let added =
-                                    add(&sched, &fires, &job, generation, &patterns, offset).await;
+                                let added = match schedule.zone() {
+                                    Zone::Fixed(offset) => {
+                                        let patterns = schedule.patterns();
+                                        add(&sched, &fires, &job, generation, patterns, offset)
+                                            .await
+                                    }
+                                    Zone::Named(_) => {
+                                        let id = Uuid::now_v7();
+                                        let task = tokio::spawn(zone_loop(
+                                            fires.clone(),
+                                            job,
+                                            generation,
+                                            *schedule,
+                                        ));
+                                        loops.insert(id, task.abort_handle());
+                                        Ok(vec![id])
+                                    }
+                                };
                                 let _ = reply.send(added);
                             }
                             Command::Remove { ids, reply } => {
                                 for id in ids {
+                                    if let Some(task) = loops.remove(&id) {
+                                        task.abort();
+                                        continue;
+                                    }
                                     if let Err(e) = sched.remove(&id).await {
                                         tracing::debug!("scheduler: removing timer job: {e}");
                                     }
@@ -127,20 +163,18 @@ impl Timer {
             .ok_or_else(|| "the timer is stopped".to_owned())
     }
 
-    /// Registers the patterns of a job; returns their timer ids.
+    /// Registers a job's schedule; returns its timer ids.
     pub(crate) async fn add(
         &self,
         job: &str,
         generation: u64,
-        patterns: &[String],
-        offset: FixedOffset,
+        schedule: &Schedule,
     ) -> Result<Vec<Uuid>, String> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Add {
             job: job.to_owned(),
             generation,
-            patterns: patterns.to_vec(),
-            offset,
+            schedule: Box::new(schedule.clone()),
             reply,
         })?;
         rx.await
@@ -198,6 +232,7 @@ async fn add(
                 generation,
                 pattern,
                 at: Utc::now(),
+                tick: None,
             };
             let _ = fires.send(fire);
             Box::pin(async {})
@@ -210,4 +245,43 @@ async fn add(
         ids.push(id);
     }
     Ok(ids)
+}
+
+/// Clocks a job in a named zone: sleeps until each tick (computed in the zone, so it follows
+/// daylight-saving changes) and reports it. Ends when the timer removes it (abort) or the plugin
+/// stops listening.
+async fn zone_loop(
+    fires: mpsc::UnboundedSender<Fire>,
+    job: String,
+    generation: u64,
+    schedule: Schedule,
+) {
+    let mut next = schedule.next_after(Utc::now());
+    while let Some(tick) = next {
+        loop {
+            let left = tick - Utc::now();
+            let Ok(left) = left.to_std() else { break };
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(MAX_NAP)).await;
+        }
+        let fire = Fire {
+            job: job.clone(),
+            generation,
+            pattern: 0,
+            at: Utc::now(),
+            tick: Some(tick),
+        };
+        if fires.send(fire).is_err() {
+            return;
+        }
+        // The tick after this one; if the clock jumped far ahead, ticks missed meanwhile are
+        // not caught up (as with `tokio-cron-scheduler`).
+        next = schedule.next_after(tick);
+        let now = Utc::now();
+        if next.is_some_and(|n| n + chrono::Duration::seconds(1) < now) {
+            next = schedule.next_after(now);
+        }
+    }
 }

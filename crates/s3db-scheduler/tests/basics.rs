@@ -475,3 +475,30 @@ async fn many_databases_in_one_process_run_each_tick_once() -> TestResult {
     assert!(n >= 3, "5 schedulers ran {n} ticks in 4.2 s");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_zone_job_runs_each_tick_once_across_databases() -> TestResult {
+    let t = TestStore::memory("sched_named_zone");
+    let zoned = |owner: &str| recording_job("lisbon", SECOND, owner).timezone("Europe/Lisbon");
+    let a = connect(&t.conn, plugin(vec![zoned("a")])).await?;
+    let b = connect(&t.conn, plugin(vec![zoned("b")])).await?;
+    let status = scheduler(&a.0).job_status("lisbon").map_err(refused)?;
+    assert_eq!(status.zone.to_string(), "Europe/Lisbon");
+    assert!(status.next_run.is_some());
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    a.0.disconnect().await?;
+    b.0.disconnect().await?;
+    let s = scheduler(&a.0);
+    let n = assert_once_per_tick(&s, &a.1, "lisbon").await;
+    assert!(
+        n >= 2,
+        "a named-zone every-second job ran {n} times in 3.6 s"
+    );
+    for e in scheduled(&s, "lisbon").await {
+        let tick = e.scheduled_at.unwrap_or_default();
+        assert_eq!(tick.timestamp_subsec_nanos(), 0, "ticks are whole seconds");
+        assert!(e.started_at >= tick, "not run before its tick");
+        assert!(e.started_at - tick < chrono::Duration::seconds(2));
+    }
+    Ok(())
+}

@@ -41,10 +41,25 @@ fn bad_configuration_is_a_typed_error() {
         build(vec![noop("a b", "@daily")]),
         Err(ConfigError::BadJob { .. })
     ));
-    assert!(matches!(
-        build(vec![noop("a", "@daily").timezone("America/New_York")]),
-        Err(ConfigError::BadTimezone { job: Some(j), .. }) if j == "a"
-    ));
+    assert!(build(vec![noop("a", "@daily").timezone("America/New_York")]).is_ok());
+    match build(vec![
+        noop("ok", "@daily"),
+        noop("lisbon", "0 9 * * *").timezone("Europe/Lisbom"),
+    ]) {
+        Err(e @ ConfigError::BadTimezone { .. }) => {
+            let msg = e.to_string();
+            assert!(matches!(
+                &e,
+                ConfigError::BadTimezone { job: Some(j), timezone, .. }
+                    if j == "lisbon" && timezone == "Europe/Lisbom"
+            ));
+            assert!(
+                msg.contains("lisbon") && msg.contains("Europe/Lisbom"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         build(vec![noop("a", "@daily").timeout(Duration::ZERO)]),
         Err(ConfigError::BadJob { .. })
@@ -72,6 +87,12 @@ fn bad_configuration_is_a_typed_error() {
         Err(ConfigError::BadTimezone { job: None, .. })
     ));
     assert!(build(vec![noop("a", "*/5 9-17 * * MON-FRI").timezone("+05:30")]).is_ok());
+    assert!(
+        SchedulerPlugin::builder()
+            .timezone("Europe/Lisbon")
+            .build()
+            .is_ok()
+    );
 }
 
 #[tokio::test]
